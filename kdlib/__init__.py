@@ -1,0 +1,32 @@
+"""kdlib: knowledge distillation, small and readable. The package behind the book *Distilling Knowledge*.
+
+    import kdlib as kd
+    loss = kd.distillation_loss(student_logits, teacher_logits, labels, T=4.0, alpha=0.9)
+
+    data = kd.load_dataset("mnist")
+    teacher, _ = kd.train_or_load(kd.models.hinton_teacher, data, kd.FitConfig(epochs=10), name="teacher")
+    student = kd.models.hinton_student()
+    history = kd.fit(student, data, kd.FitConfig(epochs=10, T=20, alpha=0.9), teacher=teacher)
+
+The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (imported on first use).
+"""
+import importlib
+
+from . import analysis, experiments, models
+from .data import Data, augment_crop_flip, batch_indices, load_dataset
+from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
+                     log_softmax_t, loss_gradient, mixed_target, soft_targets, softmax_t)
+from .models import count_params
+from .profiles import describe_run, pick, select_device, select_profile
+from .train import FitConfig, History, Score, evaluate, fit, teacher_logits, train_or_load
+
+__version__ = "0.1.0"
+
+_LAZY = {"plots", "widgets", "bench"}
+
+
+def __getattr__(name):
+    # matplotlib and ipywidgets load only when a chapter asks for them
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kdlib' has no attribute {name!r}")

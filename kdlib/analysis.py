@@ -1,0 +1,103 @@
+"""Reading what a trained teacher knows: its look-alikes and its sense of which classes are similar."""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .losses import check_labels, check_logits, softmax_t
+
+__all__ = ["class_similarity", "lookalike", "lookalikes"]
+
+
+def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
+    """The teacher's soft targets averaged over each true class.
+
+        S[a, b] = mean over examples x of class a of p^T_b(x)
+
+    logits: (N, C); labels: (N,). Returns (C, C); row a sums to 1. A large S[a, b] off the
+    diagonal says the teacher often sees something of b in an a. A class with no example is a ValueError.
+    """
+    check_logits(logits, "logits")
+    N, C = logits.shape
+    y = check_labels(labels, N, C)
+    counts = torch.bincount(y, minlength=C)
+    if (counts == 0).any():
+        raise ValueError(f"labels must contain every class to average over it; missing "
+                         f"{torch.nonzero(counts == 0).flatten().tolist()}")
+    p = softmax_t(logits, T)
+    sums = torch.zeros(C, C, dtype=p.dtype, device=p.device).index_add_(0, y, p)
+    return sums / counts.unsqueeze(1).to(p.dtype)
+
+
+def lookalike(logits: Tensor, labels: Tensor, true_class: int, other_class: int,
+              min_confidence: float = 0.0) -> int:
+    """Index of the correctly classified example of true_class with the largest ratio p_other / p_true.
+
+    logits: (N, C); labels: (N,). "A 4 that looks like a 9": lookalike(logits, labels, 4, 9).
+    min_confidence: only examples whose p_true at T = 1 is at least this, so that the look-alike
+    hides at T = 1 and shows at higher T (0.0: the most ambiguous correct example, often a near tie).
+    """
+    check_logits(logits, "logits")
+    N, C = logits.shape
+    y = check_labels(labels, N, C)
+    for name, c in (("true_class", true_class), ("other_class", other_class)):
+        if not 0 <= c < C:
+            raise ValueError(f"{name} must be in [0, {C - 1}], got {c}")
+    if not 0.0 <= min_confidence < 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
+    sure = softmax_t(logits, 1.0)[:, true_class] >= min_confidence
+    candidates = torch.nonzero((y == true_class) & (logits.argmax(1) == true_class) & sure).flatten()
+    if len(candidates) == 0:
+        raise ValueError(f"no example of class {true_class} is classified correctly"
+                         + (f" with confidence >= {min_confidence}" if min_confidence else ""))
+    # p_other / p_true = exp((v_other - v_true) / T): the same example has the largest ratio at every T
+    gap = logits[candidates, other_class] - logits[candidates, true_class]
+    return int(candidates[gap.argmax()])
+
+
+def lookalikes(logits: Tensor, labels: Tensor, pairs: Sequence[Tuple[int, int]],
+               min_confidence: float = 0.0) -> List[int]:
+    """lookalike for each (true_class, other_class) pair."""
+    return [lookalike(logits, labels, a, b, min_confidence) for a, b in pairs]
+
+
+# ------------------------------------------------ why the soft term carries T^2
+import torch.nn.functional as F  # noqa: E402
+
+from .losses import check_pair, check_temperature  # noqa: E402
+
+__all__ += ["soft_gradient_norms"]
+
+
+def soft_gradient_norms(student_logits: Tensor, teacher_logits: Tensor,
+                        Ts: Sequence[float]) -> Tuple[Tensor, Tensor]:
+    """The size of the soft term's gradient at each temperature, with and without the T^2 factor.
+
+        without_T2[k] = || d KL(p^T || q^T) / dz ||        (Frobenius norm over the whole batch)
+        with_T2[k]    = T^2 * without_T2[k]                 at T = Ts[k]
+
+    with q^T = softmax(z / T), p^T = softmax(v / T), the KL summed over classes and averaged over
+    the batch (batchmean), so each row of the gradient is (q^T - p^T) / (T * B). Measured by
+    autograd, independently of kdlib.loss_gradient's closed form.
+    student_logits z: (B, C); teacher_logits v: (B, C), treated as constants; Ts: K temperatures > 0.
+    Returns (with_T2, without_T2), two tensors of shape (K,). For large T, without_T2 falls like
+    1 / T^2 and with_T2 levels off.
+    """
+    check_pair(student_logits, teacher_logits)
+    Ts = list(Ts)
+    if not Ts:
+        raise ValueError("Ts must hold at least one temperature, got none")
+    Ts = [check_temperature(T, name=f"Ts[{i}]") for i, T in enumerate(Ts)]
+    v = teacher_logits.detach()
+    without = []
+    for T in Ts:
+        z = student_logits.detach().clone().requires_grad_()
+        kl = F.kl_div(torch.log_softmax(z / T, dim=-1), torch.log_softmax(v / T, dim=-1),
+                      log_target=True, reduction="batchmean")
+        (grad,) = torch.autograd.grad(kl, z)
+        without.append(grad.norm())
+    without_T2 = torch.stack(without)
+    with_T2 = torch.tensor(Ts, dtype=without_T2.dtype) ** 2 * without_T2
+    return with_T2, without_T2

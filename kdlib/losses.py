@@ -1,0 +1,250 @@
+"""The distillation loss, with the math beside the code.
+
+Symbols, as in the book:
+
+    z      student logits, shape (B, C)
+    v      teacher logits, shape (B, C)
+    y      integer labels, shape (B,)
+    T      temperature, T > 0
+    alpha  weight of the teacher's soft term, 0 <= alpha <= 1
+
+    q^T = softmax(z / T)        the student's distribution at temperature T
+    p^T = softmax(v / T)        the teacher's soft targets
+
+    L = alpha * T^2 * KL(p^T || q^T)  +  (1 - alpha) * CE(onehot(y), q^1)
+
+Both terms are averaged over the batch ("batchmean"): a sum over the C classes,
+a mean over the B examples, so the value does not depend on C.
+
+Convention: alpha weights the *soft* term everywhere in kdlib. Some write-ups let
+alpha weight the hard term instead; that is the same family with alpha -> 1 - alpha.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "softmax_t",
+    "log_softmax_t",
+    "soft_targets",
+    "mixed_target",
+    "LossParts",
+    "distillation_loss",
+    "DistillationLoss",
+    "loss_gradient",
+    "hard_distillation_loss",
+]
+
+
+# ---------------------------------------------------------------- input checks
+def check_temperature(T: float, name: str = "T") -> float:
+    """Return T as a float; raise unless it is a finite real number > 0."""
+    if isinstance(T, Tensor) and T.numel() == 1:
+        T = T.item()
+    if isinstance(T, bool) or not isinstance(T, Real):
+        raise TypeError(f"{name} must be a real number > 0, got {type(T).__name__}")
+    if not math.isfinite(T) or T <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {T}")
+    return float(T)
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """Return alpha as a float; raise unless 0 <= alpha <= 1."""
+    if isinstance(alpha, Tensor) and alpha.numel() == 1:
+        alpha = alpha.item()
+    if isinstance(alpha, bool) or not isinstance(alpha, Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {type(alpha).__name__}")
+    if not (0.0 <= alpha <= 1.0):  # also False for NaN
+        raise ValueError(f"{name} must be in [0, 1], got {alpha}")
+    return float(alpha)
+
+
+def check_logits(x: Tensor, name: str) -> Tensor:
+    """Raise unless x is a floating-point tensor with at least one dimension and no NaN/inf."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{name} must have a class dimension of size >= 1, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return x
+
+
+def check_labels(labels: Tensor, batch: int, num_classes: int, name: str = "labels") -> Tensor:
+    """Raise unless labels is an integer tensor of shape (batch,) with values in [0, num_classes)."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer class indices, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices (e.g. torch.int64), got dtype {labels.dtype}")
+    if labels.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},) to match the logits, got {tuple(labels.shape)}")
+    if batch and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes - 1}], got values from "
+            f"{labels.min().item()} to {labels.max().item()}")
+    return labels.long()
+
+
+def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
+    """Raise unless both logits are valid, 2-D (B, C) and of the same shape."""
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    if student_logits.ndim != 2:
+        raise ValueError(f"student_logits must have shape (B, C), got {tuple(student_logits.shape)}")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, "
+            f"got {tuple(teacher_logits.shape)} (same batch, same number of classes)")
+
+
+# ------------------------------------------------------- softmax with temperature
+def log_softmax_t(logits: Tensor, T: float = 1.0) -> Tensor:
+    """log softmax(logits / T) over the last dimension.
+
+    Shifting by the maximum *before* dividing by T keeps every exponent <= 0,
+    so neither huge logits nor a tiny T can overflow:
+        log q_i = (z_i - max z) / T - log sum_j exp((z_j - max z) / T)
+    """
+    return _log_softmax_t(check_logits(logits, "logits"), check_temperature(T))
+
+
+def _log_softmax_t(logits: Tensor, T: float) -> Tensor:
+    # unchecked: the public functions have validated their inputs once already
+    return torch.log_softmax((logits - logits.amax(dim=-1, keepdim=True)) / T, dim=-1)
+
+
+def softmax_t(logits: Tensor, T: float = 1.0) -> Tensor:
+    """Temperature softmax over the last dimension: q_i = exp(z_i / T) / sum_j exp(z_j / T).
+
+    logits: (..., C). Returns probabilities of the same shape that sum to 1.
+    T > 1 softens the distribution (T -> inf: uniform), T < 1 sharpens it (T -> 0: arg-max).
+    """
+    return log_softmax_t(logits, T).exp()
+
+
+def soft_targets(teacher_logits: Tensor, T: float) -> Tensor:
+    """The teacher's soft targets p^T = softmax(v / T); no gradient flows to the teacher.
+
+    teacher_logits: (..., C). Returns (..., C).
+    """
+    return softmax_t(teacher_logits.detach(), T)
+
+
+def mixed_target(teacher_logits: Tensor, labels: Tensor, alpha: float, T: float = 1.0) -> Tensor:
+    """The mixture alpha * p^T + (1 - alpha) * onehot(y).
+
+    teacher_logits: (B, C); labels: (B,) integers. Returns (B, C), each row summing to 1.
+    At T = 1, cross entropy against this target has exactly the gradient of the mixed loss.
+    """
+    alpha = check_alpha(alpha)
+    check_logits(teacher_logits, "teacher_logits")
+    if teacher_logits.ndim != 2:
+        raise ValueError(f"teacher_logits must have shape (B, C), got {tuple(teacher_logits.shape)}")
+    B, C = teacher_logits.shape
+    y = F.one_hot(check_labels(labels, B, C), C).to(teacher_logits.dtype)
+    return alpha * soft_targets(teacher_logits, T) + (1 - alpha) * y
+
+
+# ------------------------------------------------------------ the loss itself
+class LossParts(NamedTuple):
+    """The loss and its two terms before weighting: total = alpha * soft + (1 - alpha) * hard."""
+
+    total: Tensor
+    soft: Tensor  # T^2 * KL(p^T || q^T), batchmean
+    hard: Tensor  # CE(onehot(y), q^1), mean over the batch
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Optional[Tensor],
+                      T: float = 4.0, alpha: float = 0.9, return_parts: bool = False, check: bool = True):
+    """Hinton et al.'s distillation loss, averaged over the batch.
+
+        L = alpha * T^2 * KL(p^T || q^T) + (1 - alpha) * CE(onehot(y), q^1)
+
+    student_logits z: (B, C); teacher_logits v: (B, C), treated as constants (detached);
+    labels y: (B,) integers in [0, C), or None when alpha == 1 (soft targets only).
+    The T^2 keeps the soft term's gradient the same size whatever T (it scales as 1/T^2).
+    Returns a scalar tensor, or LossParts(total, soft, hard) with return_parts=True.
+    check=False skips the checks of the tensors (finite logits, labels in range), which cost a
+    device synchronisation each: for a training loop that validated its data once (kdlib.fit does).
+    """
+    T, alpha = check_temperature(T), check_alpha(alpha)
+    if check:
+        check_pair(student_logits, teacher_logits)
+    B, C = student_logits.shape
+
+    # soft term: KL(p || q) = sum_i p_i (log p_i - log q_i), summed over classes, mean over batch
+    log_q = _log_softmax_t(student_logits, T)
+    log_p = _log_softmax_t(teacher_logits.detach(), T)
+    soft = T**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+    # hard term: ordinary cross entropy at T = 1
+    if labels is None:
+        if alpha != 1.0:
+            raise ValueError(f"labels may be None only when alpha == 1 (soft targets only), got alpha={alpha}")
+        hard = soft.new_zeros(())
+    else:
+        hard = F.cross_entropy(student_logits, check_labels(labels, B, C) if check else labels)
+
+    total = alpha * soft + (1 - alpha) * hard
+    return LossParts(total, soft, hard) if return_parts else total
+
+
+class DistillationLoss(nn.Module):
+    """distillation_loss as a module, for your own training loop.
+
+    >>> criterion = DistillationLoss(T=4.0, alpha=0.9)
+    >>> loss = criterion(student(x), teacher_logits, y)   # (B, C), (B, C), (B,) -> scalar
+    """
+
+    def __init__(self, T: float = 4.0, alpha: float = 0.9):
+        super().__init__()
+        self.T, self.alpha = check_temperature(T), check_alpha(alpha)
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Optional[Tensor]) -> Tensor:
+        return distillation_loss(student_logits, teacher_logits, labels, T=self.T, alpha=self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, alpha={self.alpha}"
+
+
+def loss_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                  T: float = 4.0, alpha: float = 0.9) -> Tensor:
+    """The gradient of distillation_loss with respect to the student's logits, in closed form.
+
+        dL/dz = [ alpha * T * (q^T - p^T) + (1 - alpha) * (q^1 - onehot(y)) ] / B
+
+    (d KL(p||q^T)/dz = (q^T - p^T) / T, and the T^2 in front leaves one factor T.)
+    Shapes: (B, C), (B, C), (B,) -> (B, C). Each row sums to zero.
+    """
+    T, alpha = check_temperature(T), check_alpha(alpha)
+    check_pair(student_logits, teacher_logits)
+    B, C = student_logits.shape
+    y = F.one_hot(check_labels(labels, B, C), C).to(student_logits.dtype)
+    soft = T * (_log_softmax_t(student_logits, T).exp() - _log_softmax_t(teacher_logits.detach(), T).exp())
+    hard = _log_softmax_t(student_logits, 1.0).exp() - y
+    return (alpha * soft + (1 - alpha) * hard) / B
+
+
+def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                           alpha: float = 0.5, check: bool = True) -> Tensor:
+    """DeiT's hard-label distillation: cross entropy on the teacher's arg-max.
+
+        L = alpha * CE(onehot(argmax v), q^1) + (1 - alpha) * CE(onehot(y), q^1)
+
+    Shapes: (B, C), (B, C), (B,) -> scalar. DeiT uses alpha = 0.5. check: as in distillation_loss.
+    """
+    alpha = check_alpha(alpha)
+    if check:
+        check_pair(student_logits, teacher_logits)
+        labels = check_labels(labels, *student_logits.shape)
+    teacher_labels = teacher_logits.detach().argmax(dim=-1)
+    return (alpha * F.cross_entropy(student_logits, teacher_labels)
+            + (1 - alpha) * F.cross_entropy(student_logits, labels))

@@ -1,0 +1,424 @@
+"""Figures for the book: one distribution, a distribution over temperatures, targets, gradients.
+
+Every function returns the matplotlib Figure it drew on. Those that take ``ax=`` (or ``axes=``)
+draw onto the given axes instead of making a new figure. Every probability is computed by
+kdlib.losses (softmax_t, mixed_target), never by a second copy of the softmax here.
+
+Shapes: one example at a time. ``logits`` and ``probs`` are 1-D, length C (the classes);
+``class_names`` is a sequence of C strings (default "0", "1", ..., "C-1").
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import matplotlib
+import matplotlib.patches
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import Tensor
+
+from . import losses
+
+__all__ = ["bars", "temperatures", "targets", "gradient_bars", "digit_soft_targets", "similarity", "curves", "heatmap", "gain_vs_size"]
+
+ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
+
+BAR_COLOR = "tab:blue"
+HIGHLIGHT_COLOR = "tab:orange"
+POSITIVE_COLOR = "tab:red"    # gradient > 0: gradient descent lowers this logit
+NEGATIVE_COLOR = "tab:blue"   # gradient < 0: gradient descent raises this logit
+PANEL_SIZE = (2.8, 2.6)       # inches per panel in the multi-panel figures
+
+
+# ---------------------------------------------------------------- input checks
+def _as_vector(x: ArrayLike, name: str) -> Tensor:
+    """x as a detached 1-D floating-point tensor of length >= 1 with finite entries."""
+    t = torch.as_tensor(x).detach().cpu()
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    if t.ndim != 1 or t.numel() < 1:
+        raise ValueError(f"{name} must be 1-D with one entry per class, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return t
+
+
+def _class_names(class_names: Optional[Sequence[str]], num_classes: int) -> list:
+    """The C tick labels: class_names as strings, or "0" .. "C-1" when None."""
+    if class_names is None:
+        return [str(i) for i in range(num_classes)]
+    names = [str(n) for n in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names but there are {num_classes} classes")
+    return names
+
+
+def _check_label(label: Union[int, Tensor], num_classes: int, name: str = "label") -> int:
+    """label as an int in [0, num_classes)."""
+    if isinstance(label, Tensor) and label.numel() == 1 and not label.is_floating_point():
+        label = label.item()
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer class index, got {label!r}")
+    if not 0 <= label < num_classes:
+        raise ValueError(f"{name} must lie in [0, {num_classes - 1}], got {label}")
+    return int(label)
+
+
+def _check_temperatures(Ts: Sequence[float], name: str = "Ts") -> list:
+    """Ts as a non-empty list of floats, each finite and > 0."""
+    Ts = list(Ts)
+    if not Ts:
+        raise ValueError(f"{name} must hold at least one temperature, got none")
+    return [losses.check_temperature(T, name=f"{name}[{i}]") for i, T in enumerate(Ts)]
+
+
+# ------------------------------------------------------------- drawing helper
+def _draw_bars(ax: Axes, values: Tensor, names: Sequence[str], colors: Sequence[str],
+               title: str, ylabel: str) -> BarContainer:
+    """One bar per class on ax, with tick labels, title and y label; the one bar-drawing routine."""
+    x = np.arange(len(names))
+    container = ax.bar(x, values.numpy(), color=colors, width=0.75)
+    long_names = max(len(n) for n in names) > 3
+    ax.set_xticks(x, names, rotation=45 if long_names else 0, ha="right" if long_names else "center",
+                  rotation_mode="anchor")
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    return container
+
+
+def _new_axes(ax: Optional[Axes], figsize: Tuple[float, float]) -> Axes:
+    """ax itself, or the axes of a new figure of the given size."""
+    if ax is not None:
+        return ax
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _log_floor(values: Tensor) -> float:
+    """A power of ten at or below the smallest positive value: the bottom of a log-scale axis."""
+    positive = values[values > 0]
+    smallest = positive.min().item() if positive.numel() else 1e-12
+    return 10.0 ** math.floor(math.log10(max(smallest, 1e-30)))
+
+
+# ------------------------------------------------------------------ the plots
+def bars(probs: ArrayLike, class_names: Optional[Sequence[str]] = None, ax: Optional[Axes] = None,
+         title: str = "Probabilities", ylim: Tuple[float, float] = (0.0, 1.0), log: bool = False,
+         highlight: Optional[int] = None) -> Figure:
+    """Bar chart of one distribution.
+
+    probs: (C,) probabilities (tensor, array or list). class_names: C labels for the x axis.
+    ylim is fixed (default [0, 1]) so charts side by side compare; with log=True the axis is
+    logarithmic and a lower limit <= 0 becomes the power of ten below the smallest probability.
+    highlight: index of a class (e.g. the true label) drawn in another colour.
+    """
+    p = _as_vector(probs, "probs")
+    names = _class_names(class_names, len(p))
+    if highlight is not None:
+        highlight = _check_label(highlight, len(p), "highlight")
+    ax = _new_axes(ax, (6.4, 3.2))
+    colors = [HIGHLIGHT_COLOR if i == highlight else BAR_COLOR for i in range(len(p))]
+    _draw_bars(ax, p, names, colors, title, "probability")
+    bottom, top = ylim
+    if log:
+        ax.set_yscale("log")
+        if bottom <= 0:
+            bottom = _log_floor(p)
+    ax.set_ylim(bottom, top)
+    return ax.figure
+
+
+def temperatures(logits: ArrayLike, Ts: Sequence[float], class_names: Optional[Sequence[str]] = None,
+                 log: bool = False) -> Figure:
+    """Small multiples of softmax(z / T), one panel per temperature in Ts, all on the same y axis.
+
+    logits: (C,). Ts: one or more temperatures > 0. With log=True the shared y axis is logarithmic,
+    which shows the small probabilities that a linear axis flattens to zero.
+    """
+    z = _as_vector(logits, "logits")
+    Ts = _check_temperatures(Ts)
+    names = _class_names(class_names, len(z))
+    probs = [losses.softmax_t(z, T) for T in Ts]
+    ylim = (_log_floor(torch.stack(probs)) if log else 0.0, 1.0)
+
+    ncols = min(len(Ts), 5)
+    nrows = math.ceil(len(Ts) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows),
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax, T, p in zip(axes.flat, Ts, probs):
+        bars(p, names, ax=ax, title=f"T = {T:g}", ylim=ylim, log=log)
+    for ax in axes.flat[len(Ts):]:
+        ax.set_visible(False)
+    for ax in axes[:, 1:].flat:
+        ax.set_ylabel("")
+    fig.suptitle("softmax(z / T): the same logits at different temperatures")
+    return fig
+
+
+def targets(teacher_logits: ArrayLike, label: int, alpha: float, T: float,
+            class_names: Optional[Sequence[str]] = None, axes: Optional[Sequence[Axes]] = None) -> Figure:
+    """Three panels: the hard target onehot(y), the soft target p^T = softmax(v / T), and their mix.
+
+        mixed = alpha * p^T + (1 - alpha) * onehot(y)        (kdlib.mixed_target)
+
+    teacher_logits v: (C,); label y: an int in [0, C); 0 <= alpha <= 1; T > 0.
+    axes: three axes to draw on (default: a new figure). The true class is highlighted.
+    """
+    v = _as_vector(teacher_logits, "teacher_logits")
+    y = _check_label(label, len(v))
+    alpha, T = losses.check_alpha(alpha), losses.check_temperature(T)
+    names = _class_names(class_names, len(v))
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(3 * PANEL_SIZE[0], PANEL_SIZE[1] + 0.3),
+                               sharey=True, layout="constrained")
+    elif len(axes) != 3:
+        raise ValueError(f"axes must hold three axes (hard, soft, mixed), got {len(axes)}")
+
+    v, labels = v[None], torch.tensor([y])
+    panels = [(0.0, "hard target: onehot(y)"),                  # alpha = 0: the label alone
+              (1.0, f"soft target: teacher at T = {T:g}"),      # alpha = 1: the teacher alone
+              (alpha, f"mixed: {alpha:g}·soft + {1 - alpha:g}·hard")]
+    for ax, (a, title) in zip(axes, panels):
+        bars(losses.mixed_target(v, labels, a, T)[0], names, ax=ax, title=title, highlight=y)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    return axes[0].figure
+
+
+def gradient_bars(grad: ArrayLike, class_names: Optional[Sequence[str]] = None, ax: Optional[Axes] = None,
+                  title: str = "Gradient of the loss with respect to the logits",
+                  limit: Optional[float] = None) -> Figure:
+    """Bars of one gradient dL/dz, coloured by sign, on a y axis symmetric about a zero line.
+
+    grad: (C,). Red bars (> 0): a gradient-descent step lowers that logit; blue bars (< 0): raises it.
+    limit: the half-height of the y axis (default: 1.15 * max |grad|), fixed to compare several plots.
+    """
+    g = _as_vector(grad, "grad")
+    names = _class_names(class_names, len(g))
+    if limit is None:
+        limit = 1.15 * g.abs().max().item() or 1.0
+    elif not (math.isfinite(limit) and limit > 0):
+        raise ValueError(f"limit must be finite and > 0, got {limit}")
+    ax = _new_axes(ax, (6.4, 3.2))
+    colors = [POSITIVE_COLOR if x > 0 else NEGATIVE_COLOR if x < 0 else "gray" for x in g.tolist()]
+    _draw_bars(ax, g, names, colors, title, "dL / dz")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylim(-limit, limit)
+    ax.legend(handles=[Patch(color=POSITIVE_COLOR, label="> 0: step lowers the logit"),
+                       Patch(color=NEGATIVE_COLOR, label="< 0: step raises the logit")],
+              fontsize=7, loc="upper right", framealpha=0.8)
+    return ax.figure
+
+
+# ------------------------------------------------------------ the experiments' figures
+def _show_image(ax: Axes, image: Tensor) -> None:
+    """A (1, H, W) or (3, H, W) image, rescaled to [0, 1] for display, without ticks."""
+    img = image.detach().float().cpu()
+    img = (img - img.min()) / (img.max() - img.min() + 1e-12)
+    ax.imshow((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(),
+              cmap="gray_r" if img.shape[0] == 1 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def digit_soft_targets(images: Tensor, logits: Tensor, Ts: Sequence[float],
+                       class_names: Optional[Sequence[str]] = None,
+                       highlight: Optional[Sequence[int]] = None,
+                       row_titles: Optional[Sequence[str]] = None) -> Figure:
+    """One row per example: its image, then its soft targets softmax(v / T) at each T in Ts.
+
+    images: (K, channels, H, W); logits v: (K, C); highlight: K class indices drawn in another colour
+    (e.g. the look-alike class of each example); row_titles: K titles shown above the images.
+    """
+    Ts = _check_temperatures(Ts)
+    if images.ndim != 4 or logits.ndim != 2 or len(images) != len(logits):
+        raise ValueError(f"images must be (K, channels, H, W) and logits (K, C) with the same K, got "
+                         f"{tuple(images.shape)} and {tuple(logits.shape)}")
+    K, C = logits.shape
+    names = _class_names(class_names, C)
+    highlight = [None] * K if highlight is None else list(highlight)
+    if len(highlight) != K:
+        raise ValueError(f"highlight must give one class per example ({K}), got {len(highlight)}")
+    fig, axes = plt.subplots(K, 1 + len(Ts), figsize=(1.6 + PANEL_SIZE[0] * len(Ts), 2.3 * K), squeeze=False,
+                             gridspec_kw={"width_ratios": [0.55] + [1] * len(Ts)}, layout="constrained")
+    for k in range(K):
+        _show_image(axes[k, 0], images[k])
+        if row_titles is not None:
+            axes[k, 0].set_title(row_titles[k], fontsize=10)
+        for ax, T in zip(axes[k, 1:], Ts):
+            bars(losses.softmax_t(logits[k].detach().float().cpu(), T), names, ax=ax, highlight=highlight[k],
+                 title=f"T = {T:g}")
+            ax.set_ylabel("")
+    return fig
+
+
+def similarity(S: Tensor, class_names: Optional[Sequence[str]] = None,
+               title: str = "Average soft targets") -> Figure:
+    """Heatmap of S (C, C): row a = true class, column b = the probability given to b, averaged.
+
+    The diagonal is masked (grey) and the colour scale is logarithmic, so that the small
+    off-diagonal similarities are visible next to each other.
+    """
+    S = torch.as_tensor(S).detach().float().cpu()
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square (C, C) matrix, got shape {tuple(S.shape)}")
+    names = _class_names(class_names, len(S))
+    off = S.clone()
+    off.fill_diagonal_(float("nan"))
+    positive = off[torch.isfinite(off) & (off > 0)]
+    lo = positive.min().item() if positive.numel() else 1e-6
+    hi = positive.max().item() if positive.numel() else 1.0
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
+    image = ax.imshow(off.numpy(), cmap="viridis", norm=matplotlib.colors.LogNorm(lo, max(hi, lo * 10)))
+    ax.set_facecolor("0.85")
+    ax.set_xticks(range(len(names)), names, rotation=45 if max(map(len, names)) > 3 else 0, ha="right"
+                  if max(map(len, names)) > 3 else "center")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("probability given to class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="mean probability (log scale)")
+    return fig
+
+
+def curves(histories: "dict", steps_per_epoch: int, smooth: int = 20) -> Figure:
+    """Training loss per step (moving average over `smooth` steps) and test accuracy per epoch.
+
+    histories: {label: kdlib.train.History}. Losses of different kinds (cross entropy, the
+    distillation loss) are not on the same scale: compare their shapes, and the accuracies.
+    """
+    if not histories:
+        raise ValueError("histories must hold at least one run")
+    if smooth < 1:
+        raise ValueError(f"smooth must be >= 1, got {smooth}")
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    for label, h in histories.items():
+        loss = torch.tensor(h.step_loss)
+        k = min(smooth, len(loss))
+        avg = torch.nn.functional.avg_pool1d(loss[None, None], k, stride=1)[0, 0]
+        ax_loss.plot((torch.arange(len(avg)) + k) / steps_per_epoch, avg.numpy(), label=label)
+        ax_acc.plot(range(1, len(h.epoch_test_acc) + 1), [100 * a for a in h.epoch_test_acc], marker=".",
+                    label=label)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Training loss (moving average)")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy after each epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def heatmap(values: Tensor, Ts: Sequence[float], alphas: Sequence[float], baseline: Optional[float] = None,
+            title: str = "Test errors of the distilled student", marker: Optional[Tuple[float, float]] = None,
+            ax: Optional[Axes] = None) -> Figure:
+    """A (len(Ts), len(alphas)) grid of numbers (e.g. test errors) as a heatmap, each cell written in.
+
+    baseline: the student from scratch; cells are coloured by their difference from it
+    (blue: fewer errors, red: more). marker: a (T, alpha) cell to outline.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.shape != (len(Ts), len(alphas)):
+        raise ValueError(f"values must have shape (len(Ts), len(alphas)) = {(len(Ts), len(alphas))}, "
+                         f"got {tuple(v.shape)}")
+    ax = _new_axes(ax, (1.2 + 1.1 * len(alphas), 1.0 + 0.6 * len(Ts)))
+    diff = v - (baseline if baseline is not None else v.mean())
+    lim = diff.abs().max().item() or 1.0
+    ax.imshow(diff.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(Ts)):
+        for j in range(len(alphas)):
+            ax.text(j, i, f"{v[i, j]:g}", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    ax.set_yticks(range(len(Ts)), [f"{T:g}" for T in Ts])
+    ax.set(xlabel="alpha (weight of the soft term)", ylabel="T")
+    ax.set_title(title + (f"\n(colour: difference from scratch = {baseline:g})" if baseline is not None else ""),
+                 fontsize=10)
+    if marker is not None:
+        i, j = list(Ts).index(marker[0]), list(alphas).index(marker[1])
+        ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="black"))
+    return ax.figure
+
+
+def gain_vs_size(results: "dict", n_test: "dict") -> Figure:
+    """Test error of teacher and students, and the distillation gain, against training-set size.
+
+    results: {dataset: {setting: {n_train: kdlib.experiments.Comparison}}}, where a setting is a
+    label such as "T=20, alpha=0.9" and every setting of a data set shares its teacher and its
+    students from scratch; n_test: {dataset: number of test images}.
+    Left: test error (%). Right: errors saved per 1,000 test images, mean over seeds, with bars
+    of one standard deviation of the per-seed gain.
+    """
+    if not results:
+        raise ValueError("results must hold at least one data set")
+    fig, (ax_err, ax_gain) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    markers = "^vD*P"
+    for k, (name, settings) in enumerate(results.items()):
+        color, pct = f"C{k}", 100 / n_test[name]
+        first = next(iter(settings.values()))
+        sizes = sorted(first)
+        ax_err.plot(sizes, [first[n].teacher.test_errors * pct for n in sizes], ":", marker="s", color=color,
+                    label=f"{name}: teacher")
+        ax_err.plot(sizes, [_mean_sd(first[n].errors("scratch"))[0] * pct for n in sizes], "--", marker="o",
+                    color=color, label=f"{name}: student from scratch")
+        for j, (setting, by_size) in enumerate(settings.items()):
+            marker = markers[j % len(markers)]
+            ax_err.plot(sizes, [_mean_sd(by_size[n].errors("distilled"))[0] * pct for n in sizes], "-",
+                        marker=marker, color=color, label=f"{name}: distilled, {setting}")
+            gains = [_mean_sd(by_size[n].gain()) for n in sizes]
+            ax_gain.errorbar(sizes, [10 * pct * g for g, _ in gains], yerr=[10 * pct * sd for _, sd in gains],
+                             marker=marker, capsize=4, color=color, ls="-" if j == 0 else "--",
+                             label=f"{name}, {setting}")
+    ax_err.set(xscale="log", xlabel="training images", ylabel="test error (%)", title="Test error")
+    ax_gain.axhline(0, color="black", lw=0.8)
+    ax_gain.set(xscale="log", xlabel="training images", ylabel="errors saved per 1,000 test images",
+                title="Gain from distillation (scratch − distilled, per seed)")
+    for ax in (ax_err, ax_gain):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _mean_sd(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return t.mean().item(), (t.std().item() if len(t) > 1 else 0.0)
+
+
+# ------------------------------------------------ why the soft term carries T^2
+__all__ += ["gradient_scaling"]
+
+
+def gradient_scaling(Ts: Sequence[float], with_T2: ArrayLike, without_T2: ArrayLike,
+                     ax: Optional[Axes] = None) -> Figure:
+    """Log-log plot of the soft term's gradient norm against T, with and without the T^2 factor.
+
+    Ts: K temperatures > 0; with_T2, without_T2: (K,) positive norms, as returned by
+    kdlib.analysis.soft_gradient_norms. A dashed reference line proportional to 1 / T^2 passes
+    through the last point of without_T2: without the factor the norm follows it, with it the
+    norm stays level.
+    """
+    Ts = _check_temperatures(Ts)
+    curves = {"with_T2": _as_vector(with_T2, "with_T2"), "without_T2": _as_vector(without_T2, "without_T2")}
+    for name, values in curves.items():
+        if len(values) != len(Ts):
+            raise ValueError(f"{name} must have one norm per temperature ({len(Ts)}), got {len(values)}")
+        if not (values > 0).all():
+            raise ValueError(f"{name} must be > 0 everywhere to be drawn on a log axis")
+    ax = _new_axes(ax, (6.4, 3.6))
+    T = np.array(Ts)
+    ax.loglog(T, curves["with_T2"].numpy(), "o-", label=r"with $T^2$: $T^2\,\nabla\,\mathrm{KL}$")
+    ax.loglog(T, curves["without_T2"].numpy(), "s-", label=r"without: $\nabla\,\mathrm{KL}$")
+    ax.loglog(T, curves["without_T2"][-1].item() * (T[-1] / T) ** 2, "k--", lw=1, label=r"$\propto 1/T^2$")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("gradient norm")
+    ax.set_title("The soft term's gradient, with and without the T² factor")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return ax.figure

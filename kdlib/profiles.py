@@ -1,0 +1,50 @@
+"""Run profiles: how big an experiment is, chosen from the device and overridden by KDLIB_PROFILE.
+
+    smoke   CI: every chapter in seconds, to check that the code runs (numbers mean little)
+    cpu     a laptop: a few minutes a chapter, on the offline data
+    full    a GPU: the papers' settings
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, TypeVar
+
+import torch
+
+__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run"]
+
+PROFILES = ("smoke", "cpu", "full")
+V = TypeVar("V")
+
+
+def select_device(device: Optional[str] = None) -> torch.device:
+    """The device to train on: the one asked for, else CUDA when there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def select_profile(profile: Optional[str] = None, device: Optional[str] = None) -> str:
+    """The profile to run: the argument, else KDLIB_PROFILE, else "full" on a GPU and "cpu" otherwise."""
+    name = profile or os.environ.get("KDLIB_PROFILE") or ("full" if select_device(device).type == "cuda" else "cpu")
+    if name not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {name!r} (from "
+                         f"{'the argument' if profile else 'KDLIB_PROFILE'})")
+    return name
+
+
+def pick(profile: str, **choices: V) -> V:
+    """The value for this profile: pick("cpu", smoke=1, cpu=5, full=20) -> 5."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    missing = [p for p in PROFILES if p not in choices]
+    if missing:
+        raise ValueError(f"pick needs a value for every profile; missing {missing}")
+    return choices[profile]
+
+
+def describe_run(profile: str, device: torch.device, data_source: Optional[str] = None) -> str:
+    """One line for a chapter's output: which profile, device and data this run used."""
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    line = f"profile: {profile} | device: {device.type}{gpu} | torch {torch.__version__}"
+    return line + (f"\ndata: {data_source}" if data_source else "")

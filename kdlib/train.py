@@ -1,0 +1,286 @@
+"""One training loop for teachers, students from scratch and distilled students.
+
+    fit(model, data, config)                    cross entropy on the labels
+    fit(model, data, config, teacher=teacher)   kdlib's distillation loss, teacher frozen
+
+The teacher's logits do not change while the student learns, so on un-augmented data they
+are computed once (in large batches, no gradient) and each batch reads its rows by index.
+With augmentation every batch is a new image, so the teacher runs on every batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import Data, augment_crop_flip, batch_indices, cache_dir
+from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
+
+__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "teacher_logits", "train_or_load"]
+
+
+@dataclass
+class FitConfig:
+    """Everything that decides a training run (and so the key of its checkpoint)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: str = "sgd"          # "sgd" (momentum 0.9) or "adamw"
+    weight_decay: float = 0.0
+    schedule: str = "constant"      # "constant" or "cosine" (decays to 0 over the run)
+    T: float = 4.0                  # distillation only
+    alpha: float = 0.9              # weight of the soft term; distillation only
+    hard_distillation: bool = False  # DeiT's variant: cross entropy on the teacher's arg-max
+    augment: bool = False           # random crop + flip on the device (CIFAR)
+    eval_each_epoch: bool = True    # test accuracy after every epoch (else only at the end)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        check_temperature(self.T)
+        check_alpha(self.alpha)
+
+
+@dataclass
+class History:
+    """What a run did: per step (training batch) and per epoch."""
+
+    step_loss: List[float] = field(default_factory=list)
+    step_acc: List[float] = field(default_factory=list)   # accuracy on each training batch
+    epoch_loss: List[float] = field(default_factory=list)
+    epoch_test_acc: List[float] = field(default_factory=list)
+    seconds: float = 0.0
+    test_acc: float = float("nan")
+    test_errors: int = -1
+
+
+class Score(NamedTuple):
+    accuracy: float
+    errors: int
+    loss: float
+
+
+# ------------------------------------------------------------------ the teacher's side
+@torch.no_grad()
+def frozen_forward(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """The teacher's logits (N, C) for x (N, ...), in eval mode, without gradient, in large batches."""
+    was_training = teacher.training
+    teacher.eval()
+    with autocast(x.device):
+        out = torch.cat([teacher(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    teacher.train(was_training)
+    return out
+
+
+_LOGIT_CACHE: Dict[tuple, tuple] = {}
+
+
+def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """frozen_forward(teacher, x), remembered: the same teacher weights on the same x skip the forward pass.
+
+    The key holds each parameter's _version, which moves with every in-place change (an optimiser
+    step, load_state_dict), and weak references to the teacher and to x themselves, so a changed
+    teacher, or another tensor that happens to reuse x's memory, is never served stale logits.
+    """
+    key = (id(teacher), tuple((id(p), p._version) for p in teacher.parameters()), id(x), x._version)
+    hit = _LOGIT_CACHE.get(key)
+    if hit is not None and hit[0]() is teacher and hit[1]() is x:
+        return hit[2]
+    out = frozen_forward(teacher, x, batch_size)
+    if len(_LOGIT_CACHE) >= 8:
+        _LOGIT_CACHE.pop(next(iter(_LOGIT_CACHE)))
+    _LOGIT_CACHE[key] = (weakref.ref(teacher), weakref.ref(x), out)
+    return out
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA (float16 matrix products), plain float32 elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> Score:
+    """Accuracy, number of errors and mean cross entropy of model on (x (N, ...), y (N,))."""
+    was_training = model.training
+    model.eval()
+    with autocast(x.device):
+        logits = torch.cat([model(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    errors = int((logits.argmax(1) != y).sum())
+    return Score(1 - errors / len(y), errors, F.cross_entropy(logits, y).item())
+
+
+# ------------------------------------------------------------------ the loop
+def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def check_fit_inputs(model: nn.Module, data: Data, teacher: Optional[nn.Module]) -> None:
+    if len(data.x_train) != len(data.y_train) or data.y_train.dtype != torch.int64:
+        raise ValueError(f"data must have one int64 label per training image, got {len(data.x_train)} images "
+                         f"and labels {tuple(data.y_train.shape)} of dtype {data.y_train.dtype}")
+    check_labels(data.y_train, len(data.y_train), data.num_classes, name="data.y_train")
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        C = model(data.x_train[:1]).shape[-1]
+        model.train(was_training)
+    if C != data.num_classes:
+        raise ValueError(f"model gives {C} logits but the data has {data.num_classes} classes")
+    if teacher is not None:
+        Ct = frozen_forward(teacher, data.x_train[:1]).shape[-1]
+        if Ct != C:
+            raise ValueError(f"teacher gives {Ct} logits but the student gives {C}: "
+                             f"teacher and student must share the classes")
+
+
+def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
+        progress: bool = True, desc: str = "") -> History:
+    """Train model on data.x_train (N, ...) and labels (N,); with a teacher, distil from it.
+
+    Loss per batch: cross entropy with the labels alone; with a teacher, distillation_loss(z, v, y,
+    cfg.T, cfg.alpha) on its logits v (or hard_distillation_loss when cfg.hard_distillation).
+    The teacher stays in eval mode under no_grad and is never changed. Returns the History;
+    the model is trained in place.
+    """
+    check_fit_inputs(model, data, teacher)
+    device = data.x_train.device
+    torch.manual_seed(cfg.seed)                       # dropout masks
+    gen = torch.Generator().manual_seed(cfg.seed)     # batch order and augmentation
+    opt = make_optimizer(model, cfg)
+    steps = cfg.epochs * -(-len(data.y_train) // cfg.batch_size)
+    # cosine: lr_t = lr * (1 + cos(pi t / steps)) / 2, from lr down to 0 over the run
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+             if cfg.schedule == "cosine" else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    start = time.perf_counter()
+    # fixed inputs: the teacher's logits once, read by index; augmented inputs: the teacher every batch
+    cached = teacher_logits(teacher, data.x_train) if teacher is not None and not cfg.augment else None
+    hist = History()
+    # TQDM_DISABLE=1 silences the bar too (for executing the book's pages)
+    quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
+    bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
+    model.train()
+    for epoch in range(cfg.epochs):
+        losses, accs = [], []
+        for idx in batch_indices(len(data.y_train), cfg.batch_size, gen, device):
+            x, y = data.x_train[idx], data.y_train[idx]
+            if cfg.augment:
+                x = augment_crop_flip(x, gen)
+            with autocast(device):
+                z = model(x)
+            # the labels were checked once, up front: no per-step checks (each one syncs a GPU)
+            if teacher is None:
+                loss = F.cross_entropy(z.float(), y)
+            else:
+                v = cached[idx] if cached is not None else frozen_forward(teacher, x, len(x))
+                loss = (hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False) if cfg.hard_distillation
+                        else distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None:
+                sched.step()
+            # keep the numbers on the device; one transfer per epoch, not one per step
+            losses.append(loss.detach())
+            accs.append((z.argmax(1) == y).float().mean())
+            bar.update()
+        if not torch.isfinite(torch.stack(losses)).all():  # a clear error, never a NaN history
+            raise RuntimeError(f"training diverged in epoch {epoch + 1}: the loss is no longer finite; "
+                               f"try a smaller lr than {cfg.lr}")
+        hist.step_loss += torch.stack(losses).tolist()
+        hist.step_acc += torch.stack(accs).tolist()
+        hist.epoch_loss.append(sum(hist.step_loss[-len(losses):]) / len(losses))
+        if cfg.eval_each_epoch or epoch == cfg.epochs - 1:
+            hist.epoch_test_acc.append(evaluate(model, data.x_test, data.y_test).accuracy)
+        bar.set_postfix(loss=f"{hist.epoch_loss[-1]:.3f}", test_acc=f"{hist.epoch_test_acc[-1]:.4f}")
+    bar.close()
+    hist.seconds = time.perf_counter() - start
+    score = evaluate(model, data.x_test, data.y_test)
+    hist.test_acc, hist.test_errors = score.accuracy, score.errors
+    return hist
+
+
+# ------------------------------------------------------------------ train once, then load
+def fingerprint(obj) -> str:
+    """A short hash of tensors, state dicts, configs and strings: the key of a checkpoint."""
+    h = hashlib.sha1()
+
+    def feed(o):
+        if isinstance(o, Tensor):
+            h.update(o.detach().cpu().contiguous().view(-1)[:: max(1, o.numel() // 100_000)].numpy().tobytes())
+            h.update(str((o.dtype, tuple(o.shape))).encode())
+        elif isinstance(o, dict):
+            for k in sorted(o):
+                h.update(str(k).encode())
+                feed(o[k])
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                feed(v)
+        else:
+            h.update(json.dumps(o, sort_keys=True, default=str).encode())
+
+    feed(obj)
+    return h.hexdigest()[:16]
+
+
+def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
+                  name: str = "model", cache: bool = True, progress: bool = True,
+                  verbose: bool = True) -> Tuple[nn.Module, History]:
+    """Build make_model() with cfg.seed and train it with fit, or load the checkpoint of the same run.
+
+    The checkpoint's key hashes everything that decides the run: the architecture, cfg, the data
+    (name, source, labels, a sample of the images) and the teacher's weights. A checkpoint that is
+    damaged or does not match is trained again, with a message. Checkpoints are self-describing
+    dicts, loaded with torch.load(..., weights_only=True).
+    """
+    torch.manual_seed(cfg.seed)
+    model = make_model().to(data.x_train.device)
+    key = fingerprint([name, str(model), asdict(cfg), data.name, data.source, data.y_train, data.x_train,
+                       teacher.state_dict() if teacher is not None else None])
+    path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
+    say = print if verbose else (lambda *a: None)
+    if cache and path.exists():
+        try:
+            ckpt = torch.load(path, map_location=data.x_train.device, weights_only=True)
+            if ckpt.get("key") != key:
+                raise ValueError("its key does not match this run")
+            model.load_state_dict(ckpt["model"])
+            hist = History(**ckpt["history"])
+            say(f"{name}: loaded the trained model from the cache (key {key}; training took {hist.seconds:.1f} s)")
+            return model, hist
+        except Exception as e:  # damaged, foreign or stale: never a crash, never a wrong model
+            say(f"{name}: the cached checkpoint could not be used ({type(e).__name__}: {e}); training again")
+    hist = fit(model, data, cfg, teacher=teacher, progress=progress, desc=name)
+    say(f"{name}: trained {cfg.epochs} epochs in {hist.seconds:.1f} s, test accuracy {hist.test_acc:.2%} "
+        f"({hist.test_errors} errors)")
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"key": key, "name": name, "config": asdict(cfg), "model": model.state_dict(),
+                    "history": asdict(hist)}, tmp)
+        tmp.replace(path)  # atomic: a half-written file never has the final name
+    return model, hist

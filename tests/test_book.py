@@ -1,0 +1,105 @@
+"""The book as a reader meets it: the committed chapters, and the pages built from them.
+
+The page checks read _build/html; scripts/test.sh builds it first when it is missing or stale.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+HTML = ROOT / "_build" / "html"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def toc_files(node):
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node["file"]
+        for value in node.values():
+            yield from toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from toc_files(item)
+
+
+CHAPTERS = [f for f in toc_files(TOC) if (ROOT / f"{f}.ipynb").exists()]
+
+
+def notebook(chapter):
+    return json.loads((ROOT / f"{chapter}.ipynb").read_text())
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+
+
+def page(chapter):
+    path = HTML / f"{chapter}.html"
+    if not path.exists():
+        pytest.fail(f"{path.relative_to(ROOT)} is missing: build the book first (bash scripts/build.sh)")
+    return path.read_text()
+
+
+def test_every_notebook_in_book_is_a_chapter_of_the_toc():
+    notebooks = {f"book/{p.stem}" for p in (ROOT / "book").glob("*.ipynb")}
+    assert notebooks and notebooks == set(CHAPTERS)
+    assert TOC["root"] == "book/intro"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_first_code_cell_installs_kdlib_from_the_configured_repository(chapter):
+    first = "".join(code_cells(notebook(chapter))[0]["source"])
+    assert 'if importlib.util.find_spec("kdlib") is None:' in first
+    assert f'%pip install -q "kdlib[data] @ git+{CONFIG["repository"]["url"]}"' in first
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_was_run_top_to_bottom_without_errors(chapter):
+    cells = code_cells(notebook(chapter))
+    assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
+    assert not [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_live_widgets_are_hidden_from_the_static_page(chapter):
+    # a slider on a page with no kernel would move and change nothing: each live widget cell is
+    # tagged remove-output, and a kernel-free player or a grid of real runs stands in for it
+    for cell in code_cells(notebook(chapter)):
+        if any(WIDGET in o.get("data", {}) for o in cell["outputs"]):
+            assert "remove-output" in cell["metadata"].get("tags", []), "".join(cell["source"])[:80]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_built_page_shows_its_figures_and_no_error(chapter):
+    html = page(chapter)
+    kept = [c for c in code_cells(notebook(chapter)) if "remove-output" not in c["metadata"].get("tags", [])]
+    figures = sum("image/png" in o.get("data", {}) for c in kept for o in c["outputs"])
+    shown = len(re.findall(r'<img [^>]*src="[^"]*_images/[^"]+\.png"', html))
+    assert figures > 0 and shown >= figures
+    assert "Traceback (most recent call last)" not in html
+    assert 'class="output traceback' not in html and "cell_output error" not in html
+    assert WIDGET not in html
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_built_page_has_a_colab_button_for_this_chapter(chapter):
+    html = page(chapter)
+    org_repo = CONFIG["repository"]["url"].split("github.com/")[1]
+    assert f"colab.research.google.com/github/{org_repo}/blob/main/{chapter}.ipynb" in html
+
+
+def test_experiment_chapters_say_which_profile_device_and_data_they_used():
+    for chapter in CHAPTERS:
+        text = json.dumps(notebook(chapter))
+        if "kd.select_profile()" in text:
+            assert "profile: " in text and "device: " in text and "source: " in text, chapter
+
+
+def test_intro_page_holds_the_bibliography():
+    html = page("book/intro")
+    assert "Distilling the Knowledge in a Neural Network" in html

@@ -1,0 +1,281 @@
+"""kdlib.losses against independent references: autograd, torch's own softmax/KL, hand-worked numbers."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kdlib as kd
+
+F64 = torch.float64  # exact comparisons; float32 is covered where it matters
+
+
+def batch(B=4, C=10, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    z = scale * torch.randn(B, C, generator=g, dtype=F64)
+    v = scale * torch.randn(B, C, generator=g, dtype=F64)
+    y = torch.randint(0, C, (B,), generator=g)
+    return z, v, y
+
+
+# ------------------------------------------------------------------ softmax_t
+def test_softmax_t_matches_torch_softmax_of_scaled_logits():
+    z, _, _ = batch()
+    for T in (0.5, 1.0, 4.0, 20.0):
+        torch.testing.assert_close(kd.softmax_t(z, T), torch.softmax(z / T, dim=-1))
+
+
+def test_softmax_t_worked_example_at_T1():
+    z = torch.tensor([2.0, 10, 3, 0, 5, 4, 7, 9, 1, 2])
+    expected = torch.exp(z) / torch.exp(z).sum()
+    torch.testing.assert_close(kd.softmax_t(z), expected)
+    assert round(kd.softmax_t(z)[1].item(), 4) == 0.7000
+
+
+def test_softmax_t_is_stable_for_huge_logits_and_tiny_T():
+    z = torch.tensor([1e30, 1e30 - 1e25, -1e30, 0.0], dtype=torch.float32)
+    q = kd.softmax_t(z, T=1e-3)
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q, torch.tensor([1.0, 0, 0, 0]))
+
+
+def test_softmax_t_tends_to_uniform_for_large_T_and_argmax_for_small_T():
+    z = torch.tensor([-1.0, 0, 4, 3])
+    torch.testing.assert_close(kd.softmax_t(z, 1e6), torch.full((4,), 0.25), atol=1e-5, rtol=0)
+    torch.testing.assert_close(kd.softmax_t(z, 1e-3), torch.tensor([0.0, 0, 1, 0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1e4, 1e4), min_size=1, max_size=20), st.floats(1e-3, 1e3))
+def test_softmax_t_sums_to_one_and_is_nonnegative(logits, T):
+    q = kd.softmax_t(torch.tensor(logits, dtype=F64), T)
+    assert (q >= 0).all()
+    assert math.isclose(q.sum().item(), 1.0, rel_tol=1e-9)
+
+
+def test_soft_targets_do_not_carry_gradient_to_the_teacher():
+    v = torch.randn(3, 5, dtype=F64, requires_grad=True)
+    p = kd.soft_targets(v, 2.0)
+    assert not p.requires_grad
+    torch.testing.assert_close(p, torch.softmax(v.detach() / 2.0, dim=-1))
+
+
+# ------------------------------------------------------------------ mixed_target
+def test_mixed_target_is_alpha_soft_plus_one_minus_alpha_onehot():
+    _, v, y = batch()
+    t = kd.mixed_target(v, y, alpha=0.3, T=2.0)
+    expected = 0.3 * torch.softmax(v / 2.0, -1) + 0.7 * F.one_hot(y, 10).to(F64)
+    torch.testing.assert_close(t, expected)
+    torch.testing.assert_close(t.sum(-1), torch.ones(4, dtype=F64))
+
+
+def test_mixed_target_at_alpha_bounds_is_onehot_or_soft():
+    _, v, y = batch()
+    torch.testing.assert_close(kd.mixed_target(v, y, 0.0), F.one_hot(y, 10).to(F64))
+    torch.testing.assert_close(kd.mixed_target(v, y, 1.0, T=3.0), torch.softmax(v / 3.0, -1))
+
+
+# ------------------------------------------------------------------ the loss
+def reference_loss(z, v, y, T, alpha):
+    """Written independently: torch's kl_div on probabilities, summed over classes, averaged over batch."""
+    p = torch.softmax(v / T, -1)
+    kl = (p * (p.log() - torch.log_softmax(z / T, -1))).sum(-1).mean()
+    return alpha * T * T * kl + (1 - alpha) * F.cross_entropy(z, y)
+
+
+@pytest.mark.parametrize("T,alpha", [(1.0, 0.5), (4.0, 0.9), (20.0, 0.9), (0.5, 0.3), (2.0, 0.0), (3.0, 1.0)])
+def test_distillation_loss_matches_independent_formula(T, alpha):
+    z, v, y = batch()
+    torch.testing.assert_close(kd.distillation_loss(z, v, y, T=T, alpha=alpha), reference_loss(z, v, y, T, alpha))
+
+
+def test_distillation_loss_parts_add_up():
+    z, v, y = batch()
+    total, soft, hard = kd.distillation_loss(z, v, y, T=5.0, alpha=0.7, return_parts=True)
+    torch.testing.assert_close(total, 0.7 * soft + 0.3 * hard)
+    torch.testing.assert_close(hard, F.cross_entropy(z, y))
+    torch.testing.assert_close(soft, 25.0 * F.kl_div(torch.log_softmax(z / 5, -1), torch.softmax(v / 5, -1),
+                                                     reduction="batchmean"))
+
+
+def test_kl_term_is_batchmean_not_mean_over_classes():
+    z, v, y = batch(C=100)
+    soft = kd.distillation_loss(z, v, y, T=1.0, alpha=1.0)
+    p = torch.softmax(v, -1)
+    mean_over_all = (p * (p.log() - torch.log_softmax(z, -1))).mean()  # what reduction="mean" computes
+    torch.testing.assert_close(soft, 100 * mean_over_all)
+
+
+def test_loss_is_zero_when_student_equals_teacher_and_alpha_is_one():
+    _, v, y = batch()
+    assert kd.distillation_loss(v.clone(), v, y, T=4.0, alpha=1.0).abs().item() < 1e-12
+
+
+def test_alpha_one_accepts_no_labels_and_other_alphas_need_them():
+    z, v, y = batch()
+    torch.testing.assert_close(kd.distillation_loss(z, v, None, alpha=1.0), kd.distillation_loss(z, v, y, alpha=1.0))
+    with pytest.raises(ValueError, match="labels"):
+        kd.distillation_loss(z, v, None, alpha=0.5)
+
+
+def test_loss_does_not_backpropagate_into_teacher_logits():
+    z, v, y = batch()
+    z.requires_grad_(True)
+    v.requires_grad_(True)
+    kd.distillation_loss(z, v, y).backward()
+    assert z.grad is not None and v.grad is None
+
+
+def test_float32_loss_agrees_with_float64():
+    z, v, y = batch()
+    l64 = kd.distillation_loss(z, v, y, T=4.0, alpha=0.9)
+    l32 = kd.distillation_loss(z.float(), v.float(), y, T=4.0, alpha=0.9)
+    assert l32.dtype == torch.float32
+    assert math.isclose(l32.item(), l64.item(), rel_tol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 12), st.floats(0.1, 50.0), st.floats(0.0, 1.0), st.integers(0, 10_000))
+def test_loss_is_nonnegative_and_invariant_to_duplicating_the_batch(B, C, T, alpha, seed):
+    z, v, y = batch(B, C, seed)
+    loss = kd.distillation_loss(z, v, y, T=T, alpha=alpha)
+    assert loss.item() >= -1e-12
+    doubled = kd.distillation_loss(torch.cat([z, z]), torch.cat([v, v]), torch.cat([y, y]), T=T, alpha=alpha)
+    assert math.isclose(doubled.item(), loss.item(), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_module_equals_function_and_shows_its_settings():
+    z, v, y = batch()
+    crit = kd.DistillationLoss(T=3.0, alpha=0.6)
+    torch.testing.assert_close(crit(z, v, y), kd.distillation_loss(z, v, y, T=3.0, alpha=0.6))
+    assert "T=3.0, alpha=0.6" in repr(crit)
+
+
+# ------------------------------------------------------------------ the gradient
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 12), st.floats(0.1, 50.0), st.floats(0.0, 1.0), st.integers(0, 10_000))
+def test_loss_gradient_equals_autograd(B, C, T, alpha, seed):
+    z, v, y = batch(B, C, seed)
+    z.requires_grad_(True)
+    kd.distillation_loss(z, v, y, T=T, alpha=alpha).backward()
+    torch.testing.assert_close(kd.loss_gradient(z.detach(), v, y, T=T, alpha=alpha), z.grad)
+
+
+def test_loss_gradient_rows_sum_to_zero():
+    z, v, y = batch()
+    g = kd.loss_gradient(z, v, y, T=4.0, alpha=0.9)
+    torch.testing.assert_close(g.sum(-1), torch.zeros(4, dtype=F64))
+
+
+def test_T_squared_keeps_soft_gradient_size_roughly_constant_across_T():
+    z, v, y = batch(scale=1.0)
+    norms = [kd.loss_gradient(z, v, y, T=T, alpha=1.0).norm().item() for T in (5.0, 10.0, 20.0)]
+    # with T^2 the soft gradient tends to (z - v - mean) / (C B T^0): the three norms stay within 20%
+    assert max(norms) / min(norms) < 1.2
+
+
+def test_cross_entropy_on_mixed_target_has_the_mixed_loss_gradient_at_T1():
+    z, v, y = batch()
+    z.requires_grad_(True)
+    t = kd.mixed_target(v, y, alpha=0.4, T=1.0)
+    (-(t * torch.log_softmax(z, -1)).sum(-1).mean()).backward()
+    torch.testing.assert_close(z.grad, kd.loss_gradient(z.detach(), v, y, T=1.0, alpha=0.4))
+
+
+# ------------------------------------------------------------------ DeiT's hard distillation
+def test_hard_distillation_loss_is_cross_entropy_on_teacher_argmax():
+    z, v, y = batch()
+    expected = 0.5 * F.cross_entropy(z, v.argmax(-1)) + 0.5 * F.cross_entropy(z, y)
+    torch.testing.assert_close(kd.hard_distillation_loss(z, v, y), expected)
+    torch.testing.assert_close(kd.hard_distillation_loss(z, v, y, alpha=1.0), F.cross_entropy(z, v.argmax(-1)))
+
+
+def test_hard_distillation_loss_rejects_bad_input():
+    z, v, y = batch()
+    with pytest.raises(ValueError, match="alpha"):
+        kd.hard_distillation_loss(z, v, y, alpha=2.0)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        kd.hard_distillation_loss(z, v[:, :5], y)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("T", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_temperature_is_a_value_error_naming_T(T):
+    z, v, y = batch()
+    for call in (lambda: kd.softmax_t(z, T), lambda: kd.distillation_loss(z, v, y, T=T),
+                 lambda: kd.loss_gradient(z, v, y, T=T), lambda: kd.DistillationLoss(T=T),
+                 lambda: kd.mixed_target(v, y, 0.5, T=T)):
+        with pytest.raises(ValueError, match=r"T must be finite and > 0"):
+            call()
+
+
+@pytest.mark.parametrize("T", ["4", None, True])
+def test_non_numeric_temperature_is_a_type_error(T):
+    z, _, _ = batch()
+    with pytest.raises(TypeError, match="T must be a real number"):
+        kd.softmax_t(z, T)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_alpha_outside_unit_interval_is_a_value_error(alpha):
+    z, v, y = batch()
+    for call in (lambda: kd.distillation_loss(z, v, y, alpha=alpha), lambda: kd.loss_gradient(z, v, y, alpha=alpha),
+                 lambda: kd.DistillationLoss(alpha=alpha), lambda: kd.mixed_target(v, y, alpha)):
+        with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+            call()
+
+
+def test_student_teacher_shape_mismatch_is_a_value_error():
+    z, v, y = batch()
+    with pytest.raises(ValueError, match="teacher_logits must have the student's shape"):
+        kd.distillation_loss(z, v[:, :9], y)
+    with pytest.raises(ValueError, match="teacher_logits must have the student's shape"):
+        kd.distillation_loss(z, v[:3], y)
+    with pytest.raises(ValueError, match=r"student_logits must have shape \(B, C\)"):
+        kd.distillation_loss(z[0], v[0], y[:1])
+
+
+def test_labels_out_of_range_wrong_dtype_or_shape_are_value_errors():
+    z, v, y = batch()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        kd.distillation_loss(z, v, torch.tensor([0, 1, 2, 10]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        kd.loss_gradient(z, v, torch.tensor([0, -1, 2, 3]))
+    with pytest.raises(ValueError, match="integer class indices"):
+        kd.distillation_loss(z, v, y.double())
+    with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
+        kd.distillation_loss(z, v, y[:2])
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
+        kd.distillation_loss(z, v, [0, 1, 2, 3])
+
+
+def test_labels_of_any_integer_dtype_are_accepted():
+    z, v, y = batch()
+    torch.testing.assert_close(kd.distillation_loss(z, v, y.int()), kd.distillation_loss(z, v, y))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_logits_are_value_errors(bad):
+    z, v, y = batch()
+    z_bad, v_bad = z.clone(), v.clone()
+    z_bad[1, 2] = bad
+    v_bad[0, 0] = bad
+    with pytest.raises(ValueError, match="student_logits must be finite"):
+        kd.distillation_loss(z_bad, v, y)
+    with pytest.raises(ValueError, match="teacher_logits must be finite"):
+        kd.distillation_loss(z, v_bad, y)
+    with pytest.raises(ValueError, match="logits must be finite"):
+        kd.softmax_t(z_bad)
+
+
+def test_integer_logits_are_rejected():
+    with pytest.raises(ValueError, match="floating-point"):
+        kd.softmax_t(torch.tensor([1, 2, 3]))
+
+
+def test_check_false_gives_the_same_loss_without_the_checks():
+    z, v, y = batch()
+    torch.testing.assert_close(kd.distillation_loss(z, v, y, check=False), kd.distillation_loss(z, v, y))
+    torch.testing.assert_close(kd.hard_distillation_loss(z, v, y, check=False), kd.hard_distillation_loss(z, v, y))

@@ -1,0 +1,217 @@
+"""kdlib.plots: what is drawn equals what kdlib.losses computes (or an independent torch formula)."""
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.colors import to_rgba
+
+import kdlib as kd
+from kdlib import plots
+
+Z = torch.tensor([2.0, 10, 3, 0, 5, 4, 7, 9, 1, 2])
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def heights(ax):
+    return torch.tensor([bar.get_height() for bar in ax.containers[0]], dtype=torch.float32)
+
+
+def colors(ax):
+    return [bar.get_facecolor() for bar in ax.containers[0]]
+
+
+# ------------------------------------------------------------------ bars
+def test_bars_heights_are_the_given_probabilities_on_a_0_1_axis():
+    q = kd.softmax_t(Z)
+    fig = plots.bars(q, title="T = 1")
+    (ax,) = fig.axes
+    torch.testing.assert_close(heights(ax), q)
+    assert ax.get_ylim() == (0.0, 1.0)
+    assert ax.get_title() == "T = 1"
+
+
+def test_bars_accepts_lists_and_labels_the_classes():
+    fig = plots.bars([0.1, 0.2, 0.7], class_names=["a", "b", "c"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]
+
+
+def test_bars_draws_on_the_given_axes_and_returns_their_figure():
+    fig, (left, right) = plt.subplots(1, 2)
+    assert plots.bars([0.5, 0.5], ax=right) is fig
+    assert len(right.containers) == 1 and len(left.containers) == 0
+
+
+def test_bars_highlight_colours_only_that_class():
+    cs = colors(plots.bars(kd.softmax_t(Z), highlight=3).axes[0])
+    assert cs[3] == to_rgba(plots.HIGHLIGHT_COLOR)
+    assert all(c == to_rgba(plots.BAR_COLOR) for i, c in enumerate(cs) if i != 3)
+
+
+def test_bars_log_axis_starts_at_the_power_of_ten_below_the_smallest_probability():
+    q = kd.softmax_t(Z)  # smallest is about 3e-5
+    ax = plots.bars(q, log=True).axes[0]
+    assert ax.get_yscale() == "log"
+    assert ax.get_ylim() == pytest.approx((1e-5, 1.0))
+
+
+# ---------------------------------------------------------- temperatures
+def test_temperature_panels_heights_equal_softmax_t_at_each_T():
+    Ts = [0.5, 1, 2, 5, 10, 20]
+    fig = plots.temperatures(Z, Ts)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(Ts)
+    for ax, T in zip(panels, Ts):
+        torch.testing.assert_close(heights(ax), kd.softmax_t(Z, T))
+        torch.testing.assert_close(heights(ax), torch.softmax(Z / T, dim=-1))  # independent
+        assert ax.get_title() == f"T = {T:g}"
+
+
+def test_temperature_panels_share_the_same_y_limits():
+    fig = plots.temperatures(Z, [1, 4, 16], log=True)
+    limits = {ax.get_ylim() for ax in fig.axes}
+    assert len(limits) == 1
+
+
+# --------------------------------------------------------------- targets
+def test_targets_panels_are_hard_soft_and_their_alpha_mixture():
+    v, y, alpha, T = torch.randn(10, generator=torch.Generator().manual_seed(0)), 3, 0.3, 4.0
+    hard_ax, soft_ax, mixed_ax = plots.targets(v, y, alpha, T, CLASSES).axes
+    hard = torch.nn.functional.one_hot(torch.tensor(y), 10).float()
+    soft = torch.softmax(v / T, dim=-1)
+    torch.testing.assert_close(heights(hard_ax), hard)
+    torch.testing.assert_close(heights(soft_ax), soft)
+    torch.testing.assert_close(heights(mixed_ax), alpha * soft + (1 - alpha) * hard)
+    assert colors(mixed_ax)[y] == to_rgba(plots.HIGHLIGHT_COLOR)
+
+
+def test_targets_mixed_panel_sums_to_one_at_any_alpha():
+    for alpha in (0.0, 0.5, 1.0):
+        mixed_ax = plots.targets(Z, 1, alpha, 2.0).axes[2]
+        assert heights(mixed_ax).sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+# --------------------------------------------------------- gradient_bars
+def test_gradient_bar_colours_follow_the_sign():
+    g = torch.tensor([0.3, -0.2, 0.0, -0.1])
+    ax = plots.gradient_bars(g).axes[0]
+    torch.testing.assert_close(heights(ax), g)
+    assert colors(ax) == [to_rgba(c) for c in
+                          (plots.POSITIVE_COLOR, plots.NEGATIVE_COLOR, "gray", plots.NEGATIVE_COLOR)]
+
+
+def test_gradient_bars_have_symmetric_limits_and_a_zero_line():
+    ax = plots.gradient_bars(torch.tensor([0.3, -0.1])).axes[0]
+    low, high = ax.get_ylim()
+    assert low == pytest.approx(-high) and high >= 0.3
+    assert any(list(line.get_ydata()) == [0, 0] for line in ax.get_lines())
+    assert plots.gradient_bars([0.3, -0.1], limit=2.0).axes[0].get_ylim() == (-2.0, 2.0)
+
+
+def test_gradient_bars_of_loss_gradient_sum_to_zero():
+    v, z = Z.flip(0), Z
+    g = kd.loss_gradient(z[None], v[None], torch.tensor([1]), T=4.0, alpha=0.5)[0]
+    assert heights(plots.gradient_bars(g).axes[0]).sum().item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------ bad input
+@pytest.mark.parametrize("call, name", [
+    (lambda: plots.bars([0.5, 0.5], class_names=["a", "b", "c"]), "class_names"),
+    (lambda: plots.bars(torch.ones(2, 3) / 3), "probs"),
+    (lambda: plots.bars([]), "probs"),
+    (lambda: plots.bars([0.5, float("nan")]), "probs"),
+    (lambda: plots.bars([0.5, 0.5], highlight=2), "highlight"),
+    (lambda: plots.temperatures(Z, []), "Ts"),
+    (lambda: plots.temperatures(Z, [1.0, 0.0]), r"Ts\[1\]"),
+    (lambda: plots.temperatures(Z, [1.0, -2.0]), r"Ts\[1\]"),
+    (lambda: plots.temperatures(Z, [1.0], class_names=CLASSES[:3]), "class_names"),
+    (lambda: plots.targets(Z, 10, 0.5, 4.0), "label"),
+    (lambda: plots.targets(Z, 1, 1.5, 4.0), "alpha"),
+    (lambda: plots.targets(Z, 1, 0.5, 0.0), "T"),
+    (lambda: plots.gradient_bars([0.1, -0.1], limit=0.0), "limit"),
+])
+def test_bad_input_raises_value_error_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+# ------------------------------------------------------------ the experiments' figures
+def test_digit_soft_targets_draws_each_image_and_its_soft_targets_per_T():
+    images, logits = torch.randn(2, 1, 28, 28), torch.randn(2, 10)
+    fig = plots.digit_soft_targets(images, logits, [1, 5], highlight=[9, 2], row_titles=["a", "b"])
+    axes = fig.axes
+    assert len(axes) == 2 * 3
+    torch.testing.assert_close(heights(axes[4]), kd.softmax_t(logits[1], 1.0))
+    torch.testing.assert_close(heights(axes[5]), kd.softmax_t(logits[1], 5.0))
+    assert colors(axes[4])[2] == to_rgba(plots.HIGHLIGHT_COLOR) and axes[3].get_title() == "b"
+    with pytest.raises(ValueError, match="highlight must give one class per example"):
+        plots.digit_soft_targets(images, logits, [1], highlight=[1])
+
+
+def test_similarity_masks_the_diagonal_and_uses_a_log_scale():
+    S = torch.softmax(torch.randn(4, 4), 1)
+    fig = plots.similarity(S, ["a", "b", "c", "d"])
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.mask.diagonal().all() and not shown.mask[0, 1]
+    assert fig.axes[0].images[0].norm.__class__.__name__ == "LogNorm"
+    with pytest.raises(ValueError, match="square"):
+        plots.similarity(torch.ones(2, 3))
+
+
+def test_curves_draw_one_line_per_run_in_both_panels():
+    h = kd.History(step_loss=[1.0, 0.5, 0.25, 0.2], epoch_test_acc=[0.5, 0.9])
+    fig = plots.curves({"a": h, "b": h}, steps_per_epoch=2, smooth=2)
+    loss_ax, acc_ax = fig.axes
+    assert len(loss_ax.lines) == 2 and len(acc_ax.lines) == 2
+    assert list(acc_ax.lines[0].get_ydata()) == [50.0, 90.0]
+    with pytest.raises(ValueError, match="at least one run"):
+        plots.curves({}, 2)
+
+
+def test_heatmap_writes_each_value_and_outlines_the_marker():
+    fig = plots.heatmap(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), [1, 20], [0.5, 1.0], baseline=2.5, marker=(20, 0.5))
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "3", "4"] and len(ax.patches) == 1
+    with pytest.raises(ValueError, match="values must have shape"):
+        plots.heatmap(torch.ones(3, 2), [1, 20], [0.5, 1.0])
+
+
+def test_gain_vs_size_plots_errors_and_gain_with_error_bars():
+    from kdlib.experiments import Comparison
+
+    def comp(t, s, d):
+        return Comparison(kd.History(test_errors=t), [kd.History(test_errors=e) for e in s],
+                          [kd.History(test_errors=e) for e in d])
+
+    results = {"mnist": {"T=20": {100: comp(50, [80, 90], [60, 70]), 1000: comp(20, [30, 34], [28, 30])},
+                         "T=4": {100: comp(50, [80, 90], [85, 85]), 1000: comp(20, [30, 34], [32, 32])}}}
+    fig = plots.gain_vs_size(results, {"mnist": 1000})
+    err_ax, gain_ax = fig.axes
+    assert len(err_ax.lines) == 2 + 2  # teacher, scratch, one distilled line per setting
+    assert list(gain_ax.containers[0].lines[0].get_ydata()) == [20.0, 3.0]
+    assert list(gain_ax.containers[1].lines[0].get_ydata()) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="at least one data set"):
+        plots.gain_vs_size({}, {})
+
+
+# ------------------------------------------------------------------ gradient_scaling
+def test_gradient_scaling_draws_both_norms_and_a_one_over_T_squared_line_on_log_axes():
+    Ts = [1.0, 2.0, 4.0]
+    with_T2, without_T2 = [0.5, 0.6, 0.6], [0.5, 0.15, 0.0375]
+    fig = plots.gradient_scaling(Ts, with_T2, without_T2)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    lines = ax.get_lines()
+    assert len(lines) == 3
+    torch.testing.assert_close(torch.tensor(lines[0].get_ydata(), dtype=torch.float32), torch.tensor(with_T2))
+    torch.testing.assert_close(torch.tensor(lines[1].get_ydata(), dtype=torch.float32), torch.tensor(without_T2))
+    reference = torch.tensor(lines[2].get_ydata(), dtype=torch.float32)
+    torch.testing.assert_close(reference, 0.0375 * (4 / torch.tensor(Ts)) ** 2)   # through the last point, 1/T^2
+    plt.close(fig)
+
+
+def test_gradient_scaling_rejects_mismatched_or_non_positive_norms():
+    with pytest.raises(ValueError, match=r"without_T2 must have one norm per temperature \(2\)"):
+        plots.gradient_scaling([1.0, 2.0], [1.0, 1.0], [1.0])
+    with pytest.raises(ValueError, match="with_T2 must be > 0"):
+        plots.gradient_scaling([1.0, 2.0], [1.0, 0.0], [1.0, 0.5])
+    with pytest.raises(ValueError, match="Ts must hold at least one temperature"):
+        plots.gradient_scaling([], [], [])

