@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .losses import check_labels, check_logits, softmax_t
 
-__all__ = ["class_similarity", "lookalike", "lookalikes"]
+__all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms"]
 
 
 def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
@@ -68,7 +68,6 @@ import torch.nn.functional as F  # noqa: E402
 
 from .losses import check_pair, check_temperature  # noqa: E402
 
-__all__ += ["soft_gradient_norms"]
 
 
 def soft_gradient_norms(student_logits: Tensor, teacher_logits: Tensor,

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from . import losses
 
-__all__ = ["bars", "temperatures", "targets", "gradient_bars", "digit_soft_targets", "similarity", "curves", "heatmap", "gain_vs_size"]
+__all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
+           "curves", "heatmap", "gain_vs_size", "gain_vs_lead"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -392,7 +393,6 @@ def _mean_sd(values: Sequence[float]) -> Tuple[float, float]:
 
 
 # ------------------------------------------------ why the soft term carries T^2
-__all__ += ["gradient_scaling"]
 
 
 def gradient_scaling(Ts: Sequence[float], with_T2: ArrayLike, without_T2: ArrayLike,
@@ -422,3 +422,37 @@ def gradient_scaling(Ts: Sequence[float], with_T2: ArrayLike, without_T2: ArrayL
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return ax.figure
+
+
+def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
+    """The distillation gain against how far the teacher is ahead of the student from scratch.
+
+    results, n_test: as for gain_vs_size. One point per data set, setting and size: x = teacher's
+    lead (scratch errors - teacher errors), y = gain (scratch errors - distilled errors), both per
+    1,000 test images and averaged over seeds; bars: one standard deviation of the per-seed gain.
+    On the diagonal the distilled student is as good as its teacher.
+    """
+    if not results:
+        raise ValueError("results must hold at least one data set")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    markers = "^vD*P"
+    lo, hi = 0.0, 0.0
+    for k, (name, settings) in enumerate(results.items()):
+        per_1000 = 1000 / n_test[name]
+        for j, (setting, by_size) in enumerate(settings.items()):
+            for n, r in sorted(by_size.items()):
+                lead = (_mean_sd(r.errors("scratch"))[0] - r.teacher.test_errors) * per_1000
+                gain, sd = (per_1000 * x for x in _mean_sd(r.gain()))
+                ax.errorbar(lead, gain, yerr=sd, marker=markers[j % len(markers)], color=f"C{k}", capsize=3,
+                            label=f"{name}, {setting}" if n == min(by_size) else None)
+                ax.annotate(f"{n:,}", (lead, gain), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                lo, hi = min(lo, lead, gain - sd), max(hi, lead, gain + sd)
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ":", color="gray", label="distilled = teacher")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(xlabel="teacher's lead over the student from scratch (errors per 1,000)",
+           ylabel="gain from distillation (errors per 1,000)",
+           title="Gain against the teacher's lead (numbers: training images)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig

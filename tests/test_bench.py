@@ -25,8 +25,15 @@ def test_seed_style_and_floor_loops_train_the_student():
 def test_run_prints_the_three_loops_and_their_ratios(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
     monkeypatch.setattr(bench, "load_dataset", lambda name, device=None: tiny_images())
-    numbers = bench.run("mnist", epochs=1, batch_size=32, device="cpu")
+    numbers = bench.run("mnist", epochs=1, batch_size=32, device="cpu", repeats=2)
     out = capsys.readouterr().out
-    assert "seed style" in out and "kdlib.fit" in out and "floor" in out and "speed-up" in out
+    assert "seed style" in out and "kdlib.fit" in out and "floor" in out and "faster than the seed style" in out
     assert set(numbers) == {"seed", "kdlib", "teacher_logits", "floor", "acc_seed", "acc_kdlib"}
     assert all(v > 0 for k, v in numbers.items() if not k.startswith("acc"))
+
+
+def test_run_rejects_zero_repeats():
+    import pytest
+
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        bench.run(repeats=0)

@@ -215,3 +215,13 @@ def test_gradient_scaling_rejects_mismatched_or_non_positive_norms():
         plots.gradient_scaling([1.0, 2.0], [1.0, 0.0], [1.0, 0.5])
     with pytest.raises(ValueError, match="Ts must hold at least one temperature"):
         plots.gradient_scaling([], [], [])
+
+
+def test_gain_vs_lead_puts_one_point_per_size_at_lead_and_gain():
+    from kdlib.experiments import Comparison
+
+    r = Comparison(kd.History(test_errors=20), [kd.History(test_errors=e) for e in (30, 34)],
+                   [kd.History(test_errors=e) for e in (28, 30)])
+    fig = plots.gain_vs_lead({"mnist": {"T=20": {1000: r}}}, {"mnist": 1000})
+    x, y = fig.axes[0].containers[0].lines[0].get_data()
+    assert (list(x), list(y)) == ([12.0], [3.0])  # lead 32 - 20, gain (2 + 4) / 2
