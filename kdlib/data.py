@@ -75,7 +75,7 @@ class Data:
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test images "
-                f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes; source: {self.source}")
+                f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes\n  source: {self.source}")
 
 
 def cache_dir() -> Path:

@@ -123,3 +123,12 @@ def test_sweep_compares_at_each_size(count_fits):
 def test_describe_states_epochs_temperature_and_seeds():
     text = ex.hinton_setup("cpu").describe()
     assert "30 epochs" in text and "T = 20" in text and "alpha = 0.9" in text and "[0, 1, 2]" in text
+
+
+def test_sweep_seconds_counts_shared_runs_once():
+    def comp(t, s, d):
+        return ex.Comparison(kd.History(seconds=t), [kd.History(seconds=x) for x in s],
+                             [kd.History(seconds=x) for x in d])
+
+    by_setting = {"a": {10: comp(5, [1, 1], [2, 2])}, "b": {10: comp(5, [1, 1], [3, 3])}}
+    assert ex.sweep_seconds(by_setting) == 5 + 2 + 4 + 6
