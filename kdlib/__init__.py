@@ -12,13 +12,14 @@ The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (importe
 """
 import importlib
 
-from . import analysis, experiments, models
+from . import analysis, experiments, models, transfer
+from .checks import DistillationSetupWarning, check_distillation_setup
 from .data import Data, augment_crop_flip, batch_indices, load_dataset
 from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
                      log_softmax_t, loss_gradient, mixed_target, soft_targets, softmax_t)
 from .models import count_params
 from .profiles import describe_run, pick, select_device, select_profile
-from .train import FitConfig, History, Score, evaluate, fit, teacher_logits, train_or_load
+from .train import FitConfig, History, Score, evaluate, fit, frozen_forward, teacher_logits, train_or_load
 
 __version__ = "0.1.0"
 

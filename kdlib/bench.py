@@ -24,7 +24,8 @@ from torch import nn
 from .data import DATASETS, Data, load_dataset
 from .models import hinton_student, hinton_teacher
 from .profiles import select_device
-from .train import FitConfig, evaluate, fit, frozen_forward, teacher_logits, train_or_load
+from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
+                    train_or_load)
 
 __all__ = ["seed_style_epochs", "floor_epochs", "run"]
 
@@ -52,6 +53,7 @@ def seed_style_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: F
     loader = DataLoader(Images(), batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.seed))
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
+    scaler = grad_scaler(device)  # the same precision as kdlib.fit: float16 on CUDA
     kl = nn.KLDivLoss(reduction="batchmean")
     teacher.eval()
     student.train()
@@ -59,14 +61,14 @@ def seed_style_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: F
     for _ in range(cfg.epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            with torch.no_grad():
-                v = teacher(x)
-            z = student(x)
+            with torch.no_grad(), autocast(device):
+                v = teacher(x).float()
+            with autocast(device):
+                z = student(x).float()
             loss = (cfg.alpha * cfg.T**2 * kl(F.log_softmax(z / cfg.T, 1), F.softmax(v / cfg.T, 1))
                     + (1 - cfg.alpha) * F.cross_entropy(z, y))
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
     sync(device)
     return time.perf_counter() - start
 
@@ -79,15 +81,18 @@ def floor_epochs(student: nn.Module, data: Data, cfg: FitConfig) -> float:
         order = torch.randperm(len(data.y_train), generator=g).to(data.x_train.device)
         batches += [(data.x_train[i], data.y_train[i]) for i in order.split(cfg.batch_size)]
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
+    device = data.x_train.device
+    scaler = grad_scaler(device)  # the same precision as kdlib.fit: float16 on CUDA
     student.train()
-    sync(data.x_train.device)
+    sync(device)
     start = time.perf_counter()
     for x, y in batches:
-        loss = F.cross_entropy(student(x), y)
+        with autocast(device):
+            z = student(x)
+        loss = F.cross_entropy(z.float(), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
-    sync(data.x_train.device)
+        backward_step(loss, opt, scaler)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -113,7 +118,8 @@ def run(dataset: str = "fashion-mnist", epochs: int = 1, batch_size: int = 64, d
         return hinton_student().to(dev)
 
     # warm up the kernels and the allocator before any clock starts
-    floor_epochs(fresh_student(), data.subset(min(2048, len(data.y_train))), FitConfig(epochs=1))
+    floor_epochs(fresh_student(), data.with_train(torch.arange(min(2048, len(data.y_train))), "warm-up"),
+                 FitConfig(epochs=1))
     teacher_logits(teacher, data.x_train)  # remembered: every fit below reads it
     times: Dict[str, list] = {"seed": [], "kdlib": [], "teacher_logits": [], "floor": []}
     for _ in range(repeats):

@@ -59,8 +59,8 @@ class Data:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def subset(self, n_train: int, seed: int = 0) -> "Data":
-        """The same data with only n_train training examples, drawn at random but balanced over classes."""
+    def balanced_indices(self, n_train: int, seed: int = 0) -> Tensor:
+        """n_train indices of training examples, drawn at random but balanced over the classes."""
         N = len(self.y_train)
         if not 1 <= n_train <= N:
             raise ValueError(f"n_train must be in [1, {N}], got {n_train}")
@@ -69,9 +69,19 @@ class Data:
         per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
         # round-robin over classes keeps the subset balanced whatever n_train
         order = torch.stack([idx[: min(len(i) for i in per_class)] for idx in per_class], 1).flatten()
-        keep = order[:n_train].to(self.y_train.device)
+        if n_train > len(order):
+            raise ValueError(f"n_train must be at most {len(order)} for a class-balanced subset (the smallest "
+                             f"class has {len(order) // self.num_classes} images), got {n_train}")
+        return order[:n_train].to(self.y_train.device)
+
+    def with_train(self, keep: Tensor, note: str) -> "Data":
+        """The same data with only the training examples at `keep` (indices or a boolean mask)."""
         return Data(self.name, self.x_train[keep], self.y_train[keep], self.x_test, self.y_test, self.classes,
-                    f"{self.source}; training subset of {n_train:,} (seed {seed})")
+                    f"{self.source}; {note}")
+
+    def subset(self, n_train: int, seed: int = 0) -> "Data":
+        """The same data with only n_train training examples, drawn at random but balanced over classes."""
+        return self.with_train(self.balanced_indices(n_train, seed), f"training subset of {n_train:,} (seed {seed})")
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test images "
@@ -152,10 +162,11 @@ def load_folder(name: str, folder: Path) -> Optional[Tuple[np.ndarray, ...]]:
 
 # ------------------------------------------------------------------ the network sources
 def reachable(url: str, timeout: float = 3.0) -> bool:
-    """Can we open a TCP connection to the URL's host? Answers within `timeout` seconds."""
-    host = urlparse(url).hostname
+    """Can we open a TCP connection to the URL's host and port? Answers within `timeout` seconds."""
+    parts = urlparse(url)
+    port = parts.port or (80 if parts.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -26,7 +26,7 @@ from torch import Tensor
 from . import losses
 
 __all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
-           "curves", "heatmap", "gain_vs_size", "gain_vs_lead"]
+           "curves", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -456,3 +456,36 @@ def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def confusion_matrix(M: Tensor, class_names: Optional[Sequence[str]] = None, title: str = "Confusion matrix",
+                     ax: Optional[Axes] = None, highlight: Optional[int] = None) -> Figure:
+    """A confusion matrix M (C, C) of counts (row: true class, column: predicted), each count written in.
+
+    Colours show the errors only (the diagonal is grey), so that a row of mistakes stands out;
+    highlight: a class whose row and column are outlined.
+    """
+    M = torch.as_tensor(M).detach().cpu()
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"M must be a square (C, C) matrix, got shape {tuple(M.shape)}")
+    names = _class_names(class_names, len(M))
+    C = len(M)
+    errors = M.double().clone()
+    errors.fill_diagonal_(float("nan"))
+    ax = _new_axes(ax, (5.2, 4.6))
+    ax.imshow(errors.numpy(), cmap="Reds", vmin=0, vmax=max(1.0, float(errors.nan_to_num(0).max())))
+    ax.set_facecolor("0.9")
+    for i in range(C):
+        for j in range(C):
+            if M[i, j]:
+                ax.text(j, i, str(int(M[i, j])), ha="center", va="center", fontsize=7,
+                        color="black" if i != j else "0.35")
+    ax.set_xticks(range(C), names)
+    ax.set_yticks(range(C), names)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(f"{title}\n{int(M.sum() - M.trace())} errors of {int(M.sum()):,}", fontsize=10)
+    if highlight is not None:
+        k = _check_label(highlight, C, "highlight")
+        for rect in ((-0.5, k - 0.5, C, 1), (k - 0.5, -0.5, 1, C)):
+            ax.add_patch(matplotlib.patches.Rectangle(rect[:2], *rect[2:], fill=False, lw=1.5, ec="tab:blue"))
+    return ax.figure

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .data import Data, augment_crop_flip, batch_indices, cache_dir
 from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
 
-__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "teacher_logits", "train_or_load"]
+__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load"]
 
 
 @dataclass
@@ -99,11 +99,12 @@ _LOGIT_CACHE: Dict[tuple, tuple] = {}
 def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """frozen_forward(teacher, x), remembered: the same teacher weights on the same x skip the forward pass.
 
-    The key holds each parameter's _version, which moves with every in-place change (an optimiser
-    step, load_state_dict), and weak references to the teacher and to x themselves, so a changed
+    The key holds each parameter's and buffer's _version, which moves with every in-place change
+    (an optimiser step, load_state_dict, batch-norm statistics), and weak references to the teacher and to x themselves, so a changed
     teacher, or another tensor that happens to reuse x's memory, is never served stale logits.
     """
-    key = (id(teacher), tuple((id(p), p._version) for p in teacher.parameters()), id(x), x._version)
+    state = [*teacher.parameters(), *teacher.buffers()]  # buffers: batch-norm statistics change the logits too
+    key = (id(teacher), tuple((id(t), t._version) for t in state), id(x), x._version)
     hit = _LOGIT_CACHE.get(key)
     if hit is not None and hit[0]() is teacher and hit[1]() is x:
         return hit[2]
@@ -138,6 +139,22 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
 
 
 # ------------------------------------------------------------------ the loop
+def grad_scaler(device: torch.device) -> Optional[torch.amp.GradScaler]:
+    """A gradient scaler for float16 training on CUDA; None (a plain float32 step) elsewhere."""
+    return torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+
+
+def backward_step(loss: Tensor, opt: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
+    """loss.backward() and opt.step(); with float16, scale the loss so small gradients do not round to zero."""
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+
 def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -181,7 +198,7 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
     # cosine: lr_t = lr * (1 + cos(pi t / steps)) / 2, from lr down to 0 over the run
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
              if cfg.schedule == "cosine" else None)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None  # for float16 gradients
+    scaler = grad_scaler(device)
     start = time.perf_counter()
     # fixed inputs: the teacher's logits once, read by index; augmented inputs: the teacher every batch
     cached = teacher_logits(teacher, data.x_train) if teacher is not None and not cfg.augment else None
@@ -206,13 +223,7 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
                 loss = (hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False) if cfg.hard_distillation
                         else distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False))
             opt.zero_grad(set_to_none=True)
-            if scaler is None:  # float32: a plain step
-                loss.backward()
-                opt.step()
-            else:  # float16: scale the loss so that small gradients do not round to zero
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            backward_step(loss, opt, scaler)
             if sched is not None:
                 sched.step()
             # keep the numbers on the device; one transfer per epoch, not one per step
@@ -264,10 +275,12 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
                   verbose: bool = True) -> Tuple[nn.Module, History]:
     """Build make_model() with cfg.seed and train it with fit, or load the checkpoint of the same run.
 
-    The checkpoint's key hashes everything that decides the run: the architecture, cfg, the data
-    (name, source, labels, a sample of the images) and the teacher's weights. A checkpoint that is
-    damaged or does not match is trained again, with a message. Checkpoints are self-describing
-    dicts, loaded with torch.load(..., weights_only=True).
+    The checkpoint's key hashes everything that decides the run: the architecture, cfg, the training
+    data (name, source, labels, a sample of the images) and the teacher's weights. A loaded model is
+    scored again on data's test set. A checkpoint that is damaged or does not match is trained again,
+    with a message. Checkpoints are self-describing dicts, loaded with torch.load(..., weights_only=True).
+    The key does not cover kdlib's own code: after changing the training code, clear the cache
+    (the folder KDLIB_CACHE, by default ~/.cache/kdlib).
     """
     torch.manual_seed(cfg.seed)
     model = make_model().to(data.x_train.device)
@@ -282,6 +295,9 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
                 raise ValueError("its key does not match this run")
             model.load_state_dict(ckpt["model"])
             hist = History(**ckpt["history"])
+            # the key covers the training data, not the test set: score the model on the one at hand
+            score = evaluate(model, data.x_test, data.y_test)
+            hist.test_acc, hist.test_errors = score.accuracy, score.errors
             say(f"{name}: loaded the trained model from the cache (key {key}; training took {hist.seconds:.1f} s)")
             return model, hist
         except Exception as e:  # damaged, foreign or stale: never a crash, never a wrong model

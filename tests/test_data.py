@@ -169,3 +169,24 @@ def test_augment_is_a_shifted_and_possibly_flipped_copy():
         candidates = [padded[b, :, dy:dy + 6, dx:dx + 6] for dy in range(3) for dx in range(3)]
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(out[b], c) for c in candidates)
+
+
+def test_subset_larger_than_the_balanced_maximum_is_an_error_not_a_smaller_subset():
+    x = torch.zeros(12, 1, 2, 2)
+    y = torch.tensor([0] * 10 + [1] * 2)
+    d = kd.Data("d", x, y, x, y, ["a", "b"], "made up")
+    assert len(d.subset(4).y_train) == 4
+    with pytest.raises(ValueError, match="n_train must be at most 4"):
+        d.subset(8)
+
+
+def test_reachable_uses_the_port_of_the_url_scheme(monkeypatch):
+    seen = []
+
+    def fake_connect(address, timeout):
+        seen.append(address)
+        raise OSError("no network")
+
+    monkeypatch.setattr(kdata.socket, "create_connection", fake_connect)
+    assert not REAL_REACHABLE("http://example.invalid/x") and not REAL_REACHABLE("https://example.invalid/x")
+    assert [port for _, port in seen] == [80, 443]

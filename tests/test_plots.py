@@ -225,3 +225,13 @@ def test_gain_vs_lead_puts_one_point_per_size_at_lead_and_gain():
     fig = plots.gain_vs_lead({"mnist": {"T=20": {1000: r}}}, {"mnist": 1000})
     x, y = fig.axes[0].containers[0].lines[0].get_data()
     assert (list(x), list(y)) == ([12.0], [3.0])  # lead 32 - 20, gain (2 + 4) / 2
+
+
+def test_confusion_matrix_writes_counts_and_counts_the_errors_in_the_title():
+    M = torch.tensor([[5, 1, 0], [0, 4, 0], [2, 0, 3]])
+    fig = plots.confusion_matrix(M, ["a", "b", "c"], title="t", highlight=2)
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["5", "1", "4", "2", "3"])
+    assert "3 errors of 15" in ax.get_title() and len(ax.patches) == 2
+    with pytest.raises(ValueError, match="square"):
+        plots.confusion_matrix(torch.ones(2, 3))

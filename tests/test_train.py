@@ -219,3 +219,49 @@ def test_labels_outside_the_classes_are_caught_before_training():
     data.y_train[3] = 7
     with pytest.raises(ValueError, match=r"data.y_train must lie in \[0, 2\]"):
         kd.fit(linear(), data, kd.FitConfig(epochs=1), progress=False)
+
+
+def test_cached_teacher_logits_follow_batch_norm_statistics():
+    teacher = nn.Sequential(nn.Linear(8, 3), nn.BatchNorm1d(3))
+    x = torch.randn(32, 8)
+    first = kd.teacher_logits(teacher, x).clone()
+    teacher.train()
+    teacher(torch.randn(32, 8) * 5 + 3)  # running statistics move; no parameter does
+    assert not torch.allclose(kd.teacher_logits(teacher, x), first)
+
+
+def test_distillation_reads_each_examples_own_teacher_logits():
+    # alpha = 1 and a frozen teacher: fit's loss per step must equal the loss with the teacher run on x[idx]
+    data = blobs()
+    teacher = linear()
+    cfg = kd.FitConfig(epochs=1, batch_size=32, T=2.0, alpha=1.0, seed=3)
+    torch.manual_seed(0)
+    student = linear()
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    hist = kd.fit(student, data, cfg, teacher=teacher, progress=False)
+    torch.manual_seed(0)
+    ref = linear()
+    ref.load_state_dict(start)
+    opt = torch.optim.SGD(ref.parameters(), lr=cfg.lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for idx in kd.batch_indices(len(data.y_train), cfg.batch_size, gen):
+        with torch.no_grad():
+            v = teacher.eval()(data.x_train[idx])
+        loss = kd.distillation_loss(ref(data.x_train[idx]), v, data.y_train[idx], T=2.0, alpha=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert hist.step_loss == pytest.approx(losses, rel=1e-5)
+
+
+def test_loaded_checkpoint_is_scored_on_the_test_set_at_hand():
+    data = blobs()
+    cfg = kd.FitConfig(epochs=2)
+    _, h1 = kd.train_or_load(linear, data, cfg, name="t", progress=False)
+    other = kd.Data(data.name, data.x_train, data.y_train, data.x_test[:10], data.y_test[:10], data.classes,
+                    data.source)
+    model, h2 = kd.train_or_load(linear, other, cfg, name="t", progress=False)
+    assert h2.test_errors == kd.evaluate(model, other.x_test, other.y_test).errors
+    assert h2.step_loss == h1.step_loss  # the same checkpoint
