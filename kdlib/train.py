@@ -181,15 +181,19 @@ def check_fit_inputs(model: nn.Module, data: Data, teacher: Optional[nn.Module])
 
 
 def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
-        progress: bool = True, desc: str = "") -> History:
+        progress: bool = True, desc: str = "",
+        loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None) -> History:
     """Train model on data.x_train (N, ...) and labels (N,); with a teacher, distil from it.
 
     Loss per batch: cross entropy with the labels alone; with a teacher, distillation_loss(z, v, y,
-    cfg.T, cfg.alpha) on its logits v (or hard_distillation_loss when cfg.hard_distillation).
+    cfg.T, cfg.alpha) on its logits v (or hard_distillation_loss when cfg.hard_distillation), or
+    loss_fn(z, v, y) when given (z, v: (B, C) logits, y: (B,) labels; e.g. a loss with a known bug).
     The teacher stays in eval mode under no_grad and is never changed. Returns the History;
     the model is trained in place.
     """
     check_fit_inputs(model, data, teacher)
+    if loss_fn is not None and teacher is None:
+        raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
     device = data.x_train.device
     torch.manual_seed(cfg.seed)                       # dropout masks
     gen = torch.Generator().manual_seed(cfg.seed)     # batch order and augmentation
@@ -220,8 +224,12 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
                 loss = F.cross_entropy(z.float(), y)
             else:
                 v = cached[idx] if cached is not None else frozen_forward(teacher, x, len(x))
-                loss = (hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False) if cfg.hard_distillation
-                        else distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False))
+                if loss_fn is not None:
+                    loss = loss_fn(z.float(), v, y)
+                elif cfg.hard_distillation:
+                    loss = hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False)
+                else:
+                    loss = distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False)
             opt.zero_grad(set_to_none=True)
             backward_step(loss, opt, scaler)
             if sched is not None:

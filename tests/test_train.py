@@ -265,3 +265,17 @@ def test_loaded_checkpoint_is_scored_on_the_test_set_at_hand():
     model, h2 = kd.train_or_load(linear, other, cfg, name="t", progress=False)
     assert h2.test_errors == kd.evaluate(model, other.x_test, other.y_test).errors
     assert h2.step_loss == h1.step_loss  # the same checkpoint
+
+
+def test_loss_fn_replaces_the_distillation_loss():
+    data = blobs()
+    seen = []
+
+    def my_loss(z, v, y):
+        seen.append((z.shape, v.shape, y.shape))
+        return kd.distillation_loss(z, v, y, T=2.0, alpha=0.5)
+
+    kd.fit(linear(), data, kd.FitConfig(epochs=1, batch_size=100), teacher=linear(), loss_fn=my_loss, progress=False)
+    assert seen == [((100, 3), (100, 3), (100,)), ((100, 3), (100, 3), (100,))]
+    with pytest.raises(ValueError, match="needs a teacher"):
+        kd.fit(linear(), data, kd.FitConfig(epochs=1), loss_fn=my_loss, progress=False)
