@@ -23,6 +23,18 @@ from .train import FitConfig, History, Score, evaluate, fit, frozen_forward, tea
 
 __version__ = "0.1.0"
 
+__all__ = [
+    # the loss
+    "softmax_t", "log_softmax_t", "soft_targets", "mixed_target", "distillation_loss", "DistillationLoss",
+    "LossParts", "loss_gradient", "hard_distillation_loss", "check_distillation_setup", "DistillationSetupWarning",
+    # data, models, training
+    "Data", "load_dataset", "batch_indices", "augment_crop_flip", "count_params",
+    "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
+    "select_profile", "select_device", "pick", "describe_run",
+    # modules
+    "analysis", "experiments", "models", "transfer", "plots", "widgets", "bench",
+]
+
 _LAZY = {"plots", "widgets", "bench"}
 
 

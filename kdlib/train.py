@@ -17,7 +17,6 @@ import os
 import time
 import weakref
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 import kdlib as kd
-from kdlib import train as ktrain
 
 
 def blobs(n=256, d=8, classes=3, seed=0):
