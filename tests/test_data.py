@@ -3,6 +3,7 @@ import gzip
 import pickle
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,28 @@ def test_reachable_uses_the_port_of_the_url_scheme(monkeypatch):
     monkeypatch.setattr(kdata.socket, "create_connection", fake_connect)
     assert not REAL_REACHABLE("http://example.invalid/x") and not REAL_REACHABLE("https://example.invalid/x")
     assert [port for _, port in seen] == [80, 443]
+
+
+def test_cache_dir_follows_kdlib_cache_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "k"))
+    assert kdata.cache_dir() == tmp_path / "k"
+    monkeypatch.delenv("KDLIB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert kdata.cache_dir() == tmp_path / "x" / "kdlib"
+
+
+def test_torchvision_download_is_used_when_the_host_answers(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    class FakeMNIST:  # stands in for torchvision's class: "downloads" IDX files in its own layout
+        mirrors = ["http://mirror.invalid/mnist/"]
+
+        def __init__(self, root, train, download):
+            assert download
+            fake_idx_folder(Path(root) / "MNIST" / "raw", n_train=20, n_test=10)
+
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    monkeypatch.setattr(kdata, "reachable", lambda url, timeout=3.0: url == FakeMNIST.mirrors[0])
+    d = kd.load_dataset("mnist", verbose=False)
+    assert d.source.startswith("torchvision download") and len(d.y_train) == 20
+    assert (tmp_path / "cache" / "data" / "mnist" / "MNIST" / "raw").is_dir()
