@@ -14,7 +14,7 @@ import importlib
 
 from . import analysis, experiments, models, transfer
 from .checks import DistillationSetupWarning, check_distillation_setup
-from .data import Data, augment_crop_flip, batch_indices, load_dataset
+from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
 from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
                      log_softmax_t, loss_gradient, mixed_target, soft_targets, softmax_t)
 from .models import count_params
@@ -28,7 +28,7 @@ __all__ = [
     "softmax_t", "log_softmax_t", "soft_targets", "mixed_target", "distillation_loss", "DistillationLoss",
     "LossParts", "loss_gradient", "hard_distillation_loss", "check_distillation_setup", "DistillationSetupWarning",
     # data, models, training
-    "Data", "load_dataset", "batch_indices", "augment_crop_flip", "count_params",
+    "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip", "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
     "select_profile", "select_device", "pick", "describe_run",
     # modules

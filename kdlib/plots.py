@@ -26,7 +26,7 @@ from torch import Tensor
 from . import losses
 
 __all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
-           "curves", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix"]
+           "curves", "batch_accuracy", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -312,6 +312,33 @@ def curves(histories: "dict", steps_per_epoch: int, smooth: int = 20) -> Figure:
     ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Training loss (moving average)")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy after each epoch")
     for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def batch_accuracy(histories: "dict", steps_per_epoch: int, smooth: int = 10) -> Figure:
+    """Accuracy on each training batch: the whole run (moving average over `smooth` batches) and the
+    first epoch zoomed in, batch by batch, as the DeiT write-up plots it.
+
+    histories: {label: kdlib.train.History}. Training-batch accuracy counts the student's arg-max
+    against the true labels, whatever loss it was trained with.
+    """
+    if not histories:
+        raise ValueError("histories must hold at least one run")
+    if steps_per_epoch < 1 or smooth < 1:
+        raise ValueError(f"steps_per_epoch and smooth must be >= 1, got {steps_per_epoch} and {smooth}")
+    fig, (ax_all, ax_first) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    for label, h in histories.items():
+        acc = 100 * torch.tensor(h.step_acc)
+        k = min(smooth, len(acc))
+        avg = torch.nn.functional.avg_pool1d(acc[None, None], k, stride=1)[0, 0]
+        ax_all.plot((torch.arange(len(avg)) + k) / steps_per_epoch, avg.numpy(), label=label)
+        ax_first.plot(range(1, min(steps_per_epoch, len(acc)) + 1), acc[:steps_per_epoch].numpy(), lw=1, label=label)
+    ax_all.set(xlabel="epoch", ylabel="training-batch accuracy (%)",
+               title=f"Accuracy on training batches (moving average of {smooth})")
+    ax_first.set(xlabel="batch", ylabel="training-batch accuracy (%)", title="The first epoch, batch by batch")
+    for ax in (ax_all, ax_first):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig

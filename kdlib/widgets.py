@@ -28,7 +28,8 @@ from . import losses, plots
 from .train import History
 from .plots import ArrayLike, _as_vector, _check_label, _check_temperatures, _class_names
 
-__all__ = ["temperature_explorer", "loss_explorer", "temperature_player", "loss_player", "distill_panel"]
+__all__ = ["temperature_explorer", "loss_explorer", "temperature_player", "loss_player", "distill_panel",
+           "map_explorer", "map_player"]
 
 PLAYER_DPI = 72          # low resolution keeps the embedded frames small
 PLAYER_INTERVAL_MS = 900  # time per frame when playing
@@ -240,3 +241,74 @@ def distill_panel(train: Callable[[float, float], History], n_test: int, baselin
     panel = ipywidgets.VBox([ipywidgets.HBox([T_slider, alpha_slider, button]), out])
     panel.runs = runs
     return panel
+
+
+# ---------------------------------------------- the T x alpha map, one cell at a time
+def _check_map(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],
+               runs: Dict[Tuple[float, float], History]) -> Tensor:
+    v = torch.as_tensor(errors, dtype=torch.float64)
+    if v.shape != (len(Ts), len(alphas)):
+        raise ValueError(f"errors must have shape (len(Ts), len(alphas)) = {(len(Ts), len(alphas))}, "
+                         f"got {tuple(v.shape)}")
+    missing = [(T, a) for T in Ts for a in alphas if (T, a) not in runs]
+    if missing:
+        raise ValueError(f"runs must hold a History for every (T, alpha) cell; missing {missing[:3]}")
+    return v
+
+
+def _map_figure() -> Tuple[Figure, Sequence[Axes]]:
+    return plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained", gridspec_kw={"width_ratios": [1.15, 1]})
+
+
+def _draw_map(axes: Sequence[Axes], errors: Tensor, Ts: Sequence[float], alphas: Sequence[float],
+              runs: Dict[Tuple[float, float], History], scratch: History, baseline: float, n_test: int,
+              cell: Tuple[float, float]) -> None:
+    ax_map, ax_run = axes
+    ax_map.clear()
+    ax_run.clear()
+    plots.heatmap(errors, Ts, alphas, baseline=baseline, marker=cell, ax=ax_map,
+                  title=f"Test errors of the distilled student (of {n_test:,})")
+    T, a = cell
+    run = runs[cell]
+    for label, h, style in ((f"distilled, T={T:g}, alpha={a:g}", run, "o-"), ("from scratch", scratch, "s--")):
+        ax_run.plot(range(1, len(h.epoch_test_acc) + 1), [100 * x for x in h.epoch_test_acc], style, ms=3,
+                    label=f"{label}: {h.test_errors} errors")
+    ax_run.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"The run at T={T:g}, alpha={a:g} (one seed)")
+    ax_run.grid(alpha=0.3)
+    ax_run.legend(fontsize=8, loc="lower right")
+
+
+def map_explorer(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],
+                 runs: Dict[Tuple[float, float], History], scratch: History, baseline: float,
+                 n_test: int) -> ipywidgets.interactive:
+    """Sliders for T and alpha that move a marker over the map and show that cell's run. Needs a kernel.
+
+    errors: (len(Ts), len(alphas)) test errors (e.g. the mean over seeds); baseline: the student
+    from scratch on the same scale; runs: (T, alpha) -> History of one run per cell, drawn against
+    `scratch`, the History of the student from scratch with the same seed.
+    """
+    v = _check_map(errors, Ts, alphas, runs)
+
+    def show(T: float, alpha: float) -> Figure:
+        fig, axes = _map_figure()
+        _draw_map(axes, v, Ts, alphas, runs, scratch, baseline, n_test, (T, alpha))
+        return fig
+
+    return ipywidgets.interactive(
+        show, T=ipywidgets.SelectionSlider(options=list(Ts), value=Ts[len(Ts) // 2], description="T"),
+        alpha=ipywidgets.SelectionSlider(options=list(alphas), value=alphas[-2 if len(alphas) > 1 else 0],
+                                         description="alpha"))
+
+
+def map_player(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],
+               runs: Dict[Tuple[float, float], History], scratch: History, baseline: float, n_test: int,
+               cells: Optional[Sequence[Tuple[float, float]]] = None) -> HTML:
+    """The map_explorer as a kernel-free frame player: one frame per cell in `cells` (default: every cell)."""
+    v = _check_map(errors, Ts, alphas, runs)
+    cells = list(cells) if cells is not None else [(T, a) for T in Ts for a in alphas]
+    unknown = [c for c in cells if c not in runs]
+    if not cells or unknown:
+        raise ValueError(f"cells must be a non-empty list of (T, alpha) cells of the map; unknown: {unknown[:3]}")
+    fig, axes = _map_figure()
+    return _player(fig, lambda i: _draw_map(axes, v, Ts, alphas, runs, scratch, baseline, n_test, cells[i]),
+                   len(cells))

@@ -37,3 +37,43 @@ def test_run_rejects_zero_repeats():
 
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         bench.run(repeats=0)
+
+
+# ------------------------------------------------------------------ one model's speed, CIFAR-shaped
+def test_forward_flops_counts_a_linear_layer_as_two_per_multiply_add():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    assert bench.forward_flops(model, shape=(3, 2, 2)) == 2 * 12 * 5
+    assert model.training  # the mode is restored
+
+
+def test_forward_flops_of_the_cifar_models_rank_teacher_above_student():
+    large, small = kd.models.cifar_large_cnn(), kd.models.cifar_small_cnn()
+    assert bench.forward_flops(large) > 5 * bench.forward_flops(small) > 0
+
+
+def test_epoch_seconds_scales_with_images_and_a_teacher_per_batch_costs_more():
+    torch.manual_seed(0)
+    student = kd.models.cifar_small_cnn()
+    teacher = kd.models.cifar_large_cnn()
+    one = bench.epoch_seconds(student, n_images=64, batch_size=16, steps=2)
+    assert one > 0
+    cached = bench.epoch_seconds(student, teacher, cached=True, n_images=64, batch_size=16, steps=3)
+    per_batch = bench.epoch_seconds(student, teacher, cached=False, n_images=64, batch_size=16, steps=3)
+    assert per_batch > cached  # the large CNN's forward pass on every batch is not free
+    import pytest
+
+    with pytest.raises(ValueError, match="must be >= 1"):
+        bench.epoch_seconds(student, steps=0)
+
+
+def test_inference_ms_is_positive_and_leaves_the_mode_alone():
+    model = kd.models.cifar_small_cnn()
+    assert bench.inference_ms(model, batch_size=8, repeat=2) > 0 and model.training
+
+
+def test_estimated_seconds_is_flops_over_throughput():
+    import pytest
+
+    assert bench.estimated_seconds(2e12, 10, tflops=4.0) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="tflops must be > 0"):
+        bench.estimated_seconds(1.0, 1, tflops=0)

@@ -103,3 +103,16 @@ def test_experiment_chapters_say_which_profile_device_and_data_they_used():
 def test_intro_page_holds_the_bibliography():
     html = page("book/intro")
     assert "distilling the knowledge in a neural network" in html.lower()
+
+
+def test_chapters_run_on_a_stand_in_say_so_on_the_page_and_in_their_output():
+    for chapter in CHAPTERS:
+        nb = notebook(chapter)
+        outputs = json.dumps([c.get("outputs", []) for c in code_cells(nb)])
+        if "OFFLINE STAND-IN" not in outputs:
+            continue
+        prose = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        assert "not CIFAR-10 results" in prose, chapter          # the warning above the results
+        assert "stand-in for cifar10, not cifar10" in outputs, chapter  # figure titles and tables
+        html = page(chapter)
+        assert "not CIFAR-10 results" in html and "OFFLINE STAND-IN" in html, chapter

@@ -216,3 +216,57 @@ def test_torchvision_download_is_used_when_the_host_answers(tmp_path, monkeypatc
     d = kd.load_dataset("mnist", verbose=False)
     assert d.source.startswith("torchvision download") and len(d.y_train) == 20
     assert (tmp_path / "cache" / "data" / "mnist" / "MNIST" / "raw").is_dir()
+
+
+# ------------------------------------------------------------------ the CIFAR-10 stand-in
+def tiny_fashion(n=40):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = torch.arange(n) % 10
+    names = kd.data.DATASETS["fashion-mnist"][0]
+    return kd.Data("fashion-mnist", x, y, x[:20], y[:20], names, "made up")
+
+
+def test_as_cifar_shape_pads_to_32x32x3_with_the_background_and_labels_the_stand_in():
+    d = tiny_fashion()
+    s = kd.as_cifar_shape(d)
+    assert s.x_train.shape == (40, 3, 32, 32) and s.x_test.shape == (20, 3, 32, 32)
+    assert torch.equal(s.x_train[:, 1, 2:30, 2:30], d.x_train[:, 0]) and torch.equal(s.x_train[:, 0], s.x_train[:, 2])
+    (mean,), (std,) = kd.data.DATASETS["fashion-mnist"][1:3]
+    assert torch.allclose(s.x_train[:, :, :2], torch.tensor((0 - mean) / std))  # a black frame, as the images' own
+    assert s.standin_for == "cifar10" and "stand-in for cifar10, not cifar10" in s.title
+    assert "OFFLINE STAND-IN for cifar10" in s.describe() and torch.equal(s.y_train, d.y_train)
+    assert d.standin_for is None and d.title == "fashion-mnist"
+    with pytest.raises(ValueError, match=r"must hold \(N, 1, 28, 28\) images"):
+        kd.as_cifar_shape(s)
+
+
+def test_cifar10_or_standin_uses_the_stand_in_offline_and_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(kd.data, "load_dataset", lambda name, *a, **k: (
+        tiny_fashion() if name == "fashion-mnist" else (_ for _ in ()).throw(RuntimeError("cifar10 could not be loaded"))))
+    d = kd.cifar10_or_standin(n_train=20, n_test=10)
+    out = capsys.readouterr().out
+    assert "OFFLINE STAND-IN" in out and "not CIFAR-10's" in out
+    assert d.standin_for == "cifar10" and d.x_train.shape == (20, 3, 32, 32) and len(d.y_test) == 10
+    assert torch.bincount(d.y_train, minlength=10).tolist() == [2] * 10  # class-balanced
+
+
+def test_cifar10_or_standin_uses_real_cifar10_when_it_is_there(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 9]},
+                    open(folder / name, "wb"))
+    d = kd.cifar10_or_standin(root=str(tmp_path), verbose=False)
+    assert d.name == "cifar10" and d.standin_for is None and d.title == "cifar10" and len(d.y_train) == 20
+
+
+def test_test_subset_draws_n_test_images_and_rejects_out_of_range():
+    d = tiny_fashion()
+    t = d.test_subset(5)
+    assert len(t.y_test) == 5 and torch.equal(t.x_train, d.x_train) and "test subset of 5" in t.source
+    assert torch.equal(d.test_subset(5).y_test, t.y_test)  # the same subset each time
+    for bad in (0, 21):
+        with pytest.raises(ValueError, match=r"n_test must be in \[1, 20\]"):
+            d.test_subset(bad)

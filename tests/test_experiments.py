@@ -20,7 +20,7 @@ def tiny_data(n=300, seed=0):
 
 def tiny_setup(**kw):
     cfg = kd.FitConfig(epochs=2, batch_size=32, lr=0.05)
-    return replace(ex.HintonSetup("smoke", None, cfg, cfg, seeds=(0, 1)), **kw)
+    return replace(ex.Setup("smoke", None, cfg, cfg, seeds=(0, 1), make_teacher=net, make_student=net), **kw)
 
 
 def net():
@@ -64,12 +64,35 @@ def test_distilled_config_differs_from_scratch_only_in_T_alpha_and_seed():
 def test_setup_data_takes_a_subset_only_when_asked_for_fewer_images():
     data = tiny_data()
     assert tiny_setup().data(data) is data
-    assert tiny_setup(n_train=240).data(data) is data
+    assert tiny_setup(n_train=240, n_test=60).data(data) is data
     assert len(tiny_setup(n_train=30).data(data).y_train) == 30
+    fewer = tiny_setup(n_test=20).data(data)
+    assert len(fewer.y_test) == 20 and len(fewer.y_train) == 240 and "test subset of 20" in fewer.source
+
+
+@pytest.mark.parametrize("make", [ex.cifar_cnn_setup, ex.deit_setup])
+def test_cifar_setups_have_every_profile_and_their_papers_models(make):
+    for profile in kd.profiles.PROFILES:
+        s = make(profile)
+        assert s.profile == profile and s.T > 1 and 0 < s.alpha < 1
+        assert kd.count_params(s.make_teacher()) > kd.count_params(s.make_student())
+    full, cpu = make("full"), make("cpu")
+    assert full.n_train is None and full.n_test is None and full.student.augment and full.teacher.augment
+    assert len(cpu.seeds) >= 2 and not cpu.student.augment  # cpu: the teacher's logits once, not per batch
+    assert kd.count_params(ex.cifar_cnn_setup("cpu").make_teacher()) == 14_728_266
+    assert kd.count_params(ex.deit_setup("cpu").make_teacher()) == 11_173_962
+    with pytest.raises(ValueError, match="profile must be one of"):
+        make("huge")
+
+
+def test_map_grid_spans_the_issue_axes_and_more_seeds_with_a_bigger_profile():
+    Ts, alphas, seeds = ex.map_grid("cpu")
+    assert Ts == [1, 2, 4, 8, 16] and alphas[0] == 0 and alphas[-1] == 1 and len(alphas) == 6
+    assert len(ex.map_grid("smoke")[2]) <= len(seeds) <= len(ex.map_grid("full")[2])
 
 
 def test_compare_trains_one_teacher_and_two_students_per_seed(count_fits):
-    teacher, result = ex.compare(tiny_data(), tiny_setup(), make_teacher=net, make_student=net, progress=False)
+    teacher, result = ex.compare(tiny_data(), tiny_setup(), progress=False)
     assert len(count_fits) == 1 + 2 * 2
     assert len(result.scratch) == len(result.distilled) == 2
     assert result.gain() == [s - d for s, d in zip(result.errors("scratch"), result.errors("distilled"))]
@@ -85,7 +108,7 @@ def test_students_of_one_seed_start_from_the_same_weights(monkeypatch):
         return real(model, *a, **k)
 
     monkeypatch.setattr(ktrain, "fit", record)
-    ex.compare(tiny_data(), tiny_setup(seeds=(3,)), make_teacher=net, make_student=net, progress=False)
+    ex.compare(tiny_data(), tiny_setup(seeds=(3,)), progress=False)
     _, scratch, distilled = starts
     assert all(torch.equal(a, b) for a, b in zip(scratch, distilled))
 
@@ -93,17 +116,17 @@ def test_students_of_one_seed_start_from_the_same_weights(monkeypatch):
 def test_alpha_zero_distillation_equals_the_student_from_scratch():
     data = tiny_data()
     setup = tiny_setup(seeds=(0,))
-    teacher, result = ex.compare(data, setup, make_teacher=net, make_student=net, progress=False)
-    runs = ex.grid(data, setup, teacher, [4.0], [0.0], make_student=net)
+    teacher, result = ex.compare(data, setup, progress=False)
+    runs = ex.grid(data, setup, teacher, [4.0], [0.0])
     assert runs[4.0, 0.0].step_loss == pytest.approx(result.scratch[0].step_loss, rel=1e-5)
 
 
 def test_grid_is_resumable_a_finished_cell_is_not_rerun(count_fits):
     data, setup = tiny_data(), tiny_setup()
     teacher = net()
-    first = ex.grid(data, setup, teacher, [1.0, 4.0], [0.5, 1.0], make_student=net)
+    first = ex.grid(data, setup, teacher, [1.0, 4.0], [0.5, 1.0])
     assert set(first) == {(1.0, 0.5), (1.0, 1.0), (4.0, 0.5), (4.0, 1.0)} and len(count_fits) == 4
-    again = ex.grid(data, setup, teacher, [1.0, 4.0, 8.0], [0.5, 1.0], make_student=net)
+    again = ex.grid(data, setup, teacher, [1.0, 4.0, 8.0], [0.5, 1.0])
     assert len(count_fits) == 6  # only the new row trained
     assert again[1.0, 0.5].step_loss == first[1.0, 0.5].step_loss
 
@@ -115,7 +138,7 @@ def test_sweep_sizes_keep_only_what_the_data_can_supply():
 
 
 def test_sweep_compares_at_each_size(count_fits):
-    result = ex.sweep(tiny_data(), tiny_setup(seeds=(0,)), [60, 120], make_teacher=net, make_student=net,
+    result = ex.sweep(tiny_data(), tiny_setup(seeds=(0,)), [60, 120],
                       progress=False, verbose=False)
     assert sorted(result) == [60, 120] and len(count_fits) == 2 * 3
 
@@ -132,3 +155,39 @@ def test_sweep_seconds_counts_shared_runs_once():
 
     by_setting = {"a": {10: comp(5, [1, 1], [2, 2])}, "b": {10: comp(5, [1, 1], [3, 3])}}
     assert ex.sweep_seconds(by_setting) == 5 + 2 + 4 + 6
+
+
+def test_deit_variants_differ_from_the_soft_student_in_one_setting_each():
+    s = replace(tiny_setup(), T=4.0, alpha=0.9)
+    v = ex.deit_variants(s)
+    labels_only, soft, hard, sharp = v.values()
+    assert labels_only is None and (soft.T, soft.alpha, soft.hard_distillation) == (4.0, 0.9, False)
+    assert replace(hard, hard_distillation=False, alpha=0.9) == soft and hard.alpha == 0.5
+    assert replace(sharp, T=4.0) == soft and sharp.T == 0.5
+
+
+def test_run_variants_trains_each_variant_and_seed_once_then_loads(count_fits):
+    data, setup = tiny_data(), tiny_setup()
+    teacher = net()
+    variants = {"labels only": None, "soft": setup.distilled(T=4.0, alpha=0.9)}
+    first = ex.run_variants(data, setup, teacher, variants)
+    assert len(count_fits) == 2 * 2 and [len(v) for v in first.values()] == [2, 2]
+    assert count_fits[0].seed == 0 and count_fits[1].seed == 1
+    again = ex.run_variants(data, setup, teacher, variants)
+    assert len(count_fits) == 4  # loaded, not retrained
+    assert again["soft"][1][1].step_loss == first["soft"][1][1].step_loss
+
+
+def test_run_variants_labels_only_student_ignores_the_teacher(monkeypatch):
+    seen = []
+    real = ktrain.fit
+
+    def record(model, data, cfg, teacher=None, **k):
+        seen.append(teacher)
+        return real(model, data, cfg, teacher=teacher, **k)
+
+    monkeypatch.setattr(ktrain, "fit", record)
+    teacher = net()
+    ex.run_variants(tiny_data(), tiny_setup(seeds=(0,)), teacher, {"labels only": None,
+                                                                   "soft": tiny_setup().distilled()})
+    assert seen == [None, teacher]

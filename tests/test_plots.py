@@ -235,3 +235,16 @@ def test_confusion_matrix_writes_counts_and_counts_the_errors_in_the_title():
     assert "3 errors of 15" in ax.get_title() and len(ax.patches) == 2
     with pytest.raises(ValueError, match="square"):
         plots.confusion_matrix(torch.ones(2, 3))
+
+
+def test_batch_accuracy_draws_the_whole_run_and_the_first_epoch_batch_by_batch():
+    h = kd.History(step_acc=[0.1, 0.2, 0.4, 0.6, 0.7, 0.8])
+    fig = plots.batch_accuracy({"a": h, "b": h}, steps_per_epoch=3, smooth=2)
+    whole, first = fig.axes
+    assert len(whole.lines) == 2 and len(first.lines) == 2
+    assert list(first.lines[0].get_ydata()) == pytest.approx([10.0, 20.0, 40.0])
+    assert list(whole.lines[0].get_ydata()) == pytest.approx([15.0, 30.0, 50.0, 65.0, 75.0])
+    with pytest.raises(ValueError, match="at least one run"):
+        plots.batch_accuracy({}, 3)
+    with pytest.raises(ValueError, match="steps_per_epoch and smooth must be >= 1"):
+        plots.batch_accuracy({"a": h}, 0)

@@ -109,3 +109,44 @@ def test_distill_panel_rejects_bad_settings():
         widgets.distill_panel(lambda T, a: None, n_test=0)
     with pytest.raises(ValueError, match="alpha"):
         widgets.distill_panel(lambda T, a: None, n_test=10, alpha=1.5)
+
+
+# --------------------------------------------------------------- the T x alpha map
+MAP_TS, MAP_ALPHAS = [1.0, 4.0], [0.5, 0.9, 1.0]
+
+
+def map_runs():
+    runs = {(T, a): kd.History(epoch_test_acc=[0.5, 0.8 + 0.01 * i], test_errors=20 - i)
+            for i, (T, a) in enumerate((T, a) for T in MAP_TS for a in MAP_ALPHAS)}
+    errors = torch.tensor([[runs[T, a].test_errors for a in MAP_ALPHAS] for T in MAP_TS])
+    return errors, runs, kd.History(epoch_test_acc=[0.4, 0.7], test_errors=30)
+
+
+def test_map_explorer_sliders_move_the_marker_and_show_that_cells_run():
+    errors, runs, scratch = map_runs()
+    w = widgets.map_explorer(errors, MAP_TS, MAP_ALPHAS, runs, scratch, baseline=30, n_test=100)
+    s = sliders(w)
+    s["T"].value, s["alpha"].value = 1.0, 1.0
+    ax_map, ax_run = w.result.axes
+    (marker,) = ax_map.patches
+    assert marker.get_xy() == (2 - 0.5, 0 - 0.5)  # column alpha = 1.0, row T = 1
+    assert "T=1, alpha=1" in ax_run.get_title()
+    assert list(ax_run.lines[0].get_ydata()) == pytest.approx([100 * x for x in runs[1.0, 1.0].epoch_test_acc])
+    assert list(ax_run.lines[1].get_ydata()) == pytest.approx([40.0, 70.0])
+
+
+def test_map_player_holds_one_frame_per_cell():
+    errors, runs, scratch = map_runs()
+    html = widgets.map_player(errors, MAP_TS, MAP_ALPHAS, runs, scratch, 30, 100, cells=[(1.0, 0.5), (4.0, 0.9)]).data
+    assert len(FRAME.findall(html)) == 2
+    assert len(FRAME.findall(widgets.map_player(errors, MAP_TS, MAP_ALPHAS, runs, scratch, 30, 100).data)) == 6
+
+
+def test_map_widgets_reject_a_map_that_does_not_match_its_runs():
+    errors, runs, scratch = map_runs()
+    with pytest.raises(ValueError, match="errors must have shape"):
+        widgets.map_player(errors[:1], MAP_TS, MAP_ALPHAS, runs, scratch, 30, 100)
+    with pytest.raises(ValueError, match="runs must hold a History for every"):
+        widgets.map_explorer(errors, MAP_TS, MAP_ALPHAS, {}, scratch, 30, 100)
+    with pytest.raises(ValueError, match="cells must be"):
+        widgets.map_player(errors, MAP_TS, MAP_ALPHAS, runs, scratch, 30, 100, cells=[(2.0, 0.5)])
