@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
@@ -34,7 +35,8 @@ from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_fo
                     train_or_load)
 
 __all__ = ["seed_style_epochs", "floor_epochs", "run", "step_seconds", "forward_flops", "inference_ms",
-           "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS"]
+           "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS", "Speed", "speed_table", "format_speed",
+           "estimated_setup_seconds"]
 
 # An assumption, not a measurement: the float16 throughput a Colab T4 sustains when training
 # these small CIFAR models (its tensor-core peak is 65 TFLOP/s; small convolutions and
@@ -265,3 +267,74 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------ a teacher and a student, side by side
+CIFAR_TRAIN_IMAGES = 50_000
+
+
+@dataclass
+class Speed:
+    """One row of a speed table: measured on this device, and estimated for a T4."""
+
+    params: int
+    forward_flops: int            # per image
+    ms_per_image: Optional[float]  # inference, measured (None: same model as the row above)
+    s_per_epoch: float            # training, measured: median step time x steps per epoch
+    t4_s_per_epoch: float         # an estimate (estimated_seconds), not a measurement
+
+
+def speed_table(teacher: nn.Module, student: nn.Module, names: Sequence[str] = ("teacher", "student"),
+                steps: int = 5, batch_size: int = 128,
+                n_images: int = CIFAR_TRAIN_IMAGES) -> Dict[str, Speed]:
+    """What a teacher and a student cost per image and per epoch, and what distilling one into the other costs.
+
+    Rows: the teacher trained alone; the student on labels; the student distilled with the
+    teacher's logits cached (fixed inputs) and with the teacher run on every batch (augmented
+    inputs). Models on the same device; random CIFAR-shaped tensors; both models are trained a
+    few steps in place (pass copies).
+    """
+    t_name, s_name = names
+    f_t, f_s = forward_flops(teacher), forward_flops(student)
+    n_t, n_s = sum(p.numel() for p in teacher.parameters()), sum(p.numel() for p in student.parameters())
+
+    def epoch(model, with_teacher=None, cached=True):
+        return epoch_seconds(model, with_teacher, cached, n_images, batch_size, steps)
+
+    def est(train_flops):
+        return estimated_seconds(train_flops, n_images)
+
+    infer = {m: inference_ms(m, batch_size, repeat=steps) for m in (teacher, student)}
+    return {
+        f"{t_name}": Speed(n_t, f_t, infer[teacher], epoch(teacher), est(3 * f_t)),
+        f"{s_name}, labels only": Speed(n_s, f_s, infer[student], epoch(student), est(3 * f_s)),
+        f"{s_name}, distilled, teacher cached": Speed(n_s, f_s, None, epoch(student, teacher), est(3 * f_s)),
+        f"{s_name}, distilled, teacher per batch": Speed(n_s, f_s, None, epoch(student, teacher, cached=False),
+                                                         est(3 * f_s + f_t)),
+    }
+
+
+def format_speed(table: Dict[str, Speed]) -> str:
+    """speed_table's rows as a text table."""
+    lines = [f"{'':38}{'params':>11}{'MFLOPs':>8}{'ms/image':>10}{'s/epoch':>9}{'T4 s/epoch (estimate)':>23}"]
+    for name, r in table.items():
+        ms = "" if r.ms_per_image is None else f"{r.ms_per_image:.3f}"
+        lines.append(f"{name:38}{r.params:>11,}{r.forward_flops / 1e6:>8.0f}{ms:>10}{r.s_per_epoch:>9.1f}"
+                     f"{r.t4_s_per_epoch:>23.1f}")
+    return "\n".join(lines)
+
+
+def estimated_setup_seconds(setup, teacher_flops: float, student_flops: float, distilled_per_seed: int,
+                            labels_only_per_seed: int = 1, n_images: int = CIFAR_TRAIN_IMAGES,
+                            tflops: float = T4_ASSUMED_TFLOPS) -> float:
+    """An estimate of a whole experiment's training time: the teacher, then per seed the students.
+
+    setup: a kdlib.experiments.Setup. A distilled student costs the teacher's forward pass too when
+    its inputs are augmented (the teacher runs on every batch); otherwise its logits come once.
+    """
+    t = setup.teacher.epochs * estimated_seconds(3 * teacher_flops, n_images, tflops)
+    per_batch_teacher = teacher_flops if setup.student.augment else 0
+    per_seed = setup.student.epochs * (
+        labels_only_per_seed * estimated_seconds(3 * student_flops, n_images, tflops)
+        + distilled_per_seed * estimated_seconds(3 * student_flops + per_batch_teacher, n_images, tflops))
+    return t + len(setup.seeds) * per_seed

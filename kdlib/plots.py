@@ -26,7 +26,7 @@ from torch import Tensor
 from . import losses
 
 __all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
-           "curves", "batch_accuracy", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix"]
+           "curves", "batch_accuracy", "augmentations", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -341,6 +341,31 @@ def batch_accuracy(histories: "dict", steps_per_epoch: int, smooth: int = 10) ->
     for ax in (ax_all, ax_first):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return fig
+
+
+def augmentations(x: Tensor, draws: int = 3, seed: int = 0, title: str = "") -> Figure:
+    """A grid of images: the originals on top, then `draws` rows of kdlib.augment_crop_flip(x).
+
+    x: (N, C, H, W) normalised images (C = 1 or 3); each image is rescaled to [0, 1] to be shown.
+    The draws come from a generator seeded with `seed`, so the figure is the same each time.
+    """
+    from .data import augment_crop_flip
+
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or draws < 1:
+        raise ValueError(f"x must be (N, 1 or 3, H, W) and draws >= 1, got {tuple(x.shape)} and {draws}")
+    g = torch.Generator().manual_seed(seed)
+    x = x.detach().cpu()
+    rows = [x] + [augment_crop_flip(x, g) for _ in range(draws)]
+    fig, axes = plt.subplots(len(rows), len(x), figsize=(1.3 * len(x), 1.35 * len(rows)), layout="constrained",
+                             squeeze=False)
+    for r, batch in enumerate(rows):
+        for c, image in enumerate(batch):
+            image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+            axes[r, c].imshow(image.permute(1, 2, 0).numpy().squeeze(), cmap="gray")
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel("original" if r == 0 else f"draw {r}", fontsize=8)
+    fig.suptitle(title or "Random crop + flip on the device", fontsize=10)
     return fig
 
 

@@ -1,4 +1,5 @@
 """kdlib.bench runs its three loops on the same work (a benchmark, so no timing is asserted)."""
+import pytest
 import torch
 
 import kdlib as kd
@@ -33,8 +34,6 @@ def test_run_prints_the_three_loops_and_their_ratios(monkeypatch, tmp_path, caps
 
 
 def test_run_rejects_zero_repeats():
-    import pytest
-
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         bench.run(repeats=0)
 
@@ -60,8 +59,6 @@ def test_epoch_seconds_scales_with_images_and_a_teacher_per_batch_costs_more():
     cached = bench.epoch_seconds(student, teacher, cached=True, n_images=64, batch_size=16, steps=3)
     per_batch = bench.epoch_seconds(student, teacher, cached=False, n_images=64, batch_size=16, steps=3)
     assert per_batch > cached  # the large CNN's forward pass on every batch is not free
-    import pytest
-
     with pytest.raises(ValueError, match="must be >= 1"):
         bench.epoch_seconds(student, steps=0)
 
@@ -72,8 +69,33 @@ def test_inference_ms_is_positive_and_leaves_the_mode_alone():
 
 
 def test_estimated_seconds_is_flops_over_throughput():
-    import pytest
-
     assert bench.estimated_seconds(2e12, 10, tflops=4.0) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="tflops must be > 0"):
         bench.estimated_seconds(1.0, 1, tflops=0)
+
+
+def test_speed_table_has_the_four_rows_and_the_teacher_per_batch_costs_its_flops():
+    torch.manual_seed(0)
+    teacher, student = kd.models.cifar_large_cnn(), kd.models.cifar_small_cnn()
+    table = bench.speed_table(teacher, student, names=("large", "small"), steps=1, batch_size=8, n_images=16)
+    assert list(table) == ["large", "small, labels only", "small, distilled, teacher cached",
+                           "small, distilled, teacher per batch"]
+    large, alone, cached, per_batch = table.values()
+    assert large.params == 14_728_266 and alone.params == 437_034 and large.ms_per_image > 0
+    assert cached.ms_per_image is None and cached.t4_s_per_epoch == alone.t4_s_per_epoch
+    flops = per_batch.t4_s_per_epoch * bench.T4_ASSUMED_TFLOPS * 1e12 / 16
+    assert flops == pytest.approx(3 * alone.forward_flops + large.forward_flops)
+    text = bench.format_speed(table)
+    assert "T4 s/epoch (estimate)" in text and "14,728,266" in text and len(text.splitlines()) == 5
+
+
+def test_estimated_setup_seconds_counts_the_teacher_per_batch_only_with_augmentation():
+    from dataclasses import replace
+
+    cfg = kd.FitConfig(epochs=2)
+    setup = kd.experiments.Setup("full", None, cfg, cfg, seeds=(0, 1))
+    one = lambda flops: bench.estimated_seconds(flops, 50_000)
+    plain = bench.estimated_setup_seconds(setup, 10.0, 1.0, distilled_per_seed=3)
+    assert plain == pytest.approx(2 * one(30) + 2 * 2 * (one(3) + 3 * one(3)))
+    augmented = replace(setup, student=replace(cfg, augment=True))
+    assert bench.estimated_setup_seconds(augmented, 10.0, 1.0, 3) == pytest.approx(plain + 2 * 2 * 3 * one(10))

@@ -248,3 +248,15 @@ def test_batch_accuracy_draws_the_whole_run_and_the_first_epoch_batch_by_batch()
         plots.batch_accuracy({}, 3)
     with pytest.raises(ValueError, match="steps_per_epoch and smooth must be >= 1"):
         plots.batch_accuracy({"a": h}, 0)
+
+
+def test_augmentations_show_the_originals_then_each_draw_of_crop_and_flip():
+    x = torch.randn(4, 3, 32, 32)
+    fig = plots.augmentations(x, draws=2, title="t")
+    assert len(fig.axes) == 3 * 4 and fig.axes[0].get_ylabel() == "original" and fig.axes[4].get_ylabel() == "draw 1"
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (32, 32, 3) and float(shown.min()) == 0.0 and float(shown.max()) == pytest.approx(1.0)
+    again = plots.augmentations(x, draws=2)
+    assert (again.axes[5].images[0].get_array() == fig.axes[5].images[0].get_array()).all()  # seeded
+    with pytest.raises(ValueError, match="draws >= 1"):
+        plots.augmentations(x, draws=0)
