@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DATASETS, Data, load_dataset
-from .models import hinton_student, hinton_teacher
+from .models import count_params, hinton_student, hinton_teacher
 from .profiles import select_device
 from .losses import distillation_loss
 from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
@@ -296,7 +296,7 @@ def speed_table(teacher: nn.Module, student: nn.Module, names: Sequence[str] = (
     """
     t_name, s_name = names
     f_t, f_s = forward_flops(teacher), forward_flops(student)
-    n_t, n_s = sum(p.numel() for p in teacher.parameters()), sum(p.numel() for p in student.parameters())
+    n_t, n_s = count_params(teacher), count_params(student)
 
     def epoch(model, with_teacher=None, cached=True):
         return epoch_seconds(model, with_teacher, cached, n_images, batch_size, steps)

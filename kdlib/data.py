@@ -64,7 +64,9 @@ class Data:
     @property
     def title(self) -> str:
         """The data's name for figure titles; a stand-in says so."""
-        return f"{self.name} (stand-in for {self.standin_for}, not {self.standin_for})" if self.standin_for else self.name
+        if self.standin_for is None:
+            return self.name
+        return f"{self.name} (stand-in for {self.standin_for}, not {self.standin_for})"
 
     def balanced_indices(self, n_train: int, seed: int = 0) -> Tensor:
         """n_train indices of training examples, drawn at random but balanced over the classes."""
@@ -318,7 +320,8 @@ def cifar10_or_standin(n_train: Optional[int] = None, n_test: Optional[int] = No
         data = load_dataset("cifar10", root, device, verbose=False)
     except RuntimeError as e:
         if verbose:
-            print(f"{e}\n-> using an OFFLINE STAND-IN: Fashion-MNIST shaped as 32x32x3. Its results are not CIFAR-10's.")
+            print(f"{e}\n-> using an OFFLINE STAND-IN: Fashion-MNIST shaped as 32x32x3. "
+                  f"Its results are not CIFAR-10's.")
         data = load_dataset("fashion-mnist", verbose=False)  # on the CPU: subset before padding, then move
     data = data.subset(n_train) if n_train is not None and n_train < len(data.y_train) else data
     data = data.test_subset(n_test) if n_test is not None and n_test < len(data.y_test) else data
