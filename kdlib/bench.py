@@ -18,6 +18,7 @@ and estimated_seconds, a FLOP-count estimate for a GPU that is not at hand.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .data import DATASETS, Data, load_dataset
 from .models import count_params, hinton_student, hinton_teacher
@@ -67,7 +68,7 @@ def seed_style_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: F
     loader = DataLoader(Images(), batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.seed))
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
-    scaler = grad_scaler(device)  # the same precision as kdlib.fit: float16 on CUDA
+    scaler = grad_scaler(device)  # kdlib.fit's default precision (fp32 on a CPU)
     kl = nn.KLDivLoss(reduction="batchmean")
     teacher.eval()
     student.train()
@@ -96,7 +97,7 @@ def floor_epochs(student: nn.Module, data: Data, cfg: FitConfig) -> float:
         batches += [(data.x_train[i], data.y_train[i]) for i in order.split(cfg.batch_size)]
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
     device = data.x_train.device
-    scaler = grad_scaler(device)  # the same precision as kdlib.fit: float16 on CUDA
+    scaler = grad_scaler(device)  # kdlib.fit's default precision (fp32 on a CPU)
     student.train()
     sync(device)
     start = time.perf_counter()
@@ -129,19 +130,62 @@ def step_seconds(fn: Callable[[], None], repeat: int = 30, warmup: int = 3) -> f
 
 
 def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
-    """Floating-point operations of one forward pass on one image of `shape` (a multiply-add is 2).
+    """Floating-point operations of one forward pass on one image of `shape`, from the layer shapes.
 
-    Counted by torch.utils.flop_counter over matrix products and convolutions, in eval mode.
+    The convention: a multiply-add is 2 FLOPs, and only the products are counted:
+        nn.Linear            2 * in_features * out_features per output row
+        nn.ConvNd            2 * (C_in / groups) * prod(kernel) per output value
+        nn.MultiheadAttention, for L queries, S keys and width E: the input projections
+                             2 * (L + 2S) * E^2, the two attention products Q K^T and softmax(.) V,
+                             2 * L * S * E each (all heads together), and the output projection 2 * L * E^2
+    Biases, activations, normalisation, pooling and softmax are not counted (a few percent at most).
+    The count depends only on the architecture, not on the PyTorch version: a profiler such as
+    torch.utils.flop_counter changes its rules between releases (it added the attention products).
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    attention = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    inside_attention = {id(sub) for m in attention for sub in m.modules() if sub is not m}
+    total = 0
 
+    def linear(m: nn.Linear, inputs, out: Tensor) -> None:
+        nonlocal total
+        total += 2 * m.in_features * out.numel()
+
+    def conv(m: nn.modules.conv._ConvNd, inputs, out: Tensor) -> None:
+        nonlocal total
+        total += 2 * (m.in_channels // m.groups) * math.prod(m.kernel_size) * out.numel()
+
+    def attend(m: nn.MultiheadAttention, inputs, out) -> None:
+        nonlocal total
+        q, k = inputs[0], inputs[1]            # (B, L, E) and (B, S, E) with batch_first, else (L, B, E)
+        L, S = (q.shape[1], k.shape[1]) if m.batch_first else (q.shape[0], k.shape[0])
+        B, E = q.numel() // (L * m.embed_dim), m.embed_dim
+        total += B * (2 * L * E * E + 2 * 2 * S * E * E    # projections of queries, keys and values
+                      + 2 * 2 * L * S * E                   # Q K^T and softmax(Q K^T / sqrt(d)) V
+                      + 2 * L * E * E)                      # output projection
+
+    hooks = []
+    for m in model.modules():
+        if id(m) in inside_attention:
+            continue  # attention's own projections are counted by attend (its forward bypasses their hooks)
+        if isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear))
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            hooks.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.MultiheadAttention):
+            hooks.append(m.register_forward_hook(attend))
     p = next(model.parameters())
-    was_training = model.training
+    was_training = {m: m.training for m in model.modules()}
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
-    model.train(was_training)
-    return counter.get_total_flops()
+    try:
+        # with gradients enabled: PyTorch's fused inference path for transformer layers skips the hooks
+        with torch.enable_grad():
+            model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in was_training.items():
+            m.training = mode
+    return total
 
 
 def inference_ms(model: nn.Module, batch_size: int = 256, shape: Sequence[int] = (3, 32, 32),
@@ -167,7 +211,7 @@ def epoch_seconds(student: nn.Module, teacher: Optional[nn.Module] = None, cache
                   shape: Sequence[int] = (3, 32, 32)) -> float:
     """Seconds for one training epoch of n_images, from the median of `steps` timed steps (random tensors).
 
-    The step is kdlib.fit's: forward (float16 on CUDA), loss, backward, SGD step. With a teacher,
+    The step is kdlib.fit's: forward (in its default precision), loss, backward, SGD step. With a teacher,
     cached=True reads its logits from a table (as fit does on fixed inputs; the one pass that makes
     the table is not counted) and cached=False runs the teacher on every batch (as with augmentation).
     """

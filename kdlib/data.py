@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .profiles import DRY_RUN_TEST, DRY_RUN_TRAIN, dry_run
+
 __all__ = ["Data", "DATASETS", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices",
            "augment_crop_flip", "cache_dir"]
 
@@ -284,6 +286,8 @@ def load_dataset(name: str, root: Optional[str] = None, device: Optional[str] = 
             f"offline, put the files in a directory and pass root=... or set KDLIB_DATA.")
 
     data = Data(name, *to_tensors(name, arrays, device), classes=list(classes), source=source)
+    if dry_run():  # KDLIB_DRY_RUN: a few hundred images, so that any profile runs in seconds
+        data = data.subset(min(DRY_RUN_TRAIN, len(data.y_train))).test_subset(min(DRY_RUN_TEST, len(data.y_test)))
     if verbose:
         print(data.describe())
     return data

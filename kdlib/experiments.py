@@ -18,7 +18,7 @@ from torch import nn
 
 from .data import Data
 from .models import cifar_large_cnn, cifar_resnet18, cifar_small_cnn, hinton_student, hinton_teacher, vit_tiny_cifar
-from .profiles import pick
+from .profiles import dry_run, pick
 from .train import FitConfig, History, train_or_load
 
 __all__ = ["Setup", "hinton_setup", "cifar_cnn_setup", "deit_setup", "map_grid", "Comparison", "compare", "grid",
@@ -213,6 +213,8 @@ def run_variants(data: Data, setup: Setup, teacher: nn.Module, variants: Dict[st
 def sweep_sizes(profile: str, available: int) -> List[int]:
     """Training-set sizes for the data-size sweep: the profile's sizes that the data can supply."""
     sizes = pick(profile, smoke=[200, 500], cpu=[1000, 4000, 15000], full=[1000, 5000, 60000])
+    if dry_run():  # KDLIB_DRY_RUN: the data is capped; keep the sweep's shape with sizes it can supply
+        return sorted({min(n, available // 2 ** (len(sizes) - 1 - i)) for i, n in enumerate(sizes)})
     return [n for n in sizes if n <= available]
 
 

@@ -3,6 +3,10 @@
     smoke   CI: every chapter in seconds, to check that the code runs (numbers mean little)
     cpu     a laptop: a few minutes a chapter, on the offline data
     full    a GPU: the papers' settings
+
+KDLIB_DRY_RUN=1 caps every data set (DRY_RUN_TRAIN / DRY_RUN_TEST images) and every run (one
+epoch), so that a chapter's `full` branch executes on a CPU in seconds: code that only the full
+profile reaches then never meets its first execution on a GPU. Its numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -11,9 +15,18 @@ from typing import Optional, TypeVar
 
 import torch
 
-__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run"]
+__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run", "dry_run"]
 
 PROFILES = ("smoke", "cpu", "full")
+DRY_RUN_TRAIN, DRY_RUN_TEST, DRY_RUN_EPOCHS = 512, 256, 1
+
+
+def dry_run() -> bool:
+    """True when KDLIB_DRY_RUN asks for a dry run ("1", "true", "yes")."""
+    value = os.environ.get("KDLIB_DRY_RUN", "").strip().lower()
+    if value not in ("", "0", "false", "no", "1", "true", "yes"):
+        raise ValueError(f"KDLIB_DRY_RUN must be 1/true/yes or 0/false/no, got {value!r}")
+    return value in ("1", "true", "yes")
 V = TypeVar("V")
 
 
@@ -45,6 +58,9 @@ def pick(profile: str, **choices: V) -> V:
 
 def describe_run(profile: str, device: torch.device, data_source: Optional[str] = None) -> str:
     """One line for a chapter's output: which profile, device and data this run used."""
-    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({os.cpu_count()} cores)"
     line = f"profile: {profile} | device: {device.type}{gpu} | torch {torch.__version__}"
+    if dry_run():
+        line += (f"\nDRY RUN (KDLIB_DRY_RUN): data capped at {DRY_RUN_TRAIN} / {DRY_RUN_TEST} images, "
+                 f"{DRY_RUN_EPOCHS} epoch per run: the numbers below mean nothing")
     return line + (f"\ndata: {data_source}" if data_source else "")

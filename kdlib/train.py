@@ -26,8 +26,18 @@ from tqdm.auto import tqdm
 
 from .data import Data, augment_crop_flip, batch_indices, cache_dir
 from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
+from .profiles import DRY_RUN_EPOCHS, dry_run
 
 __all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load"]
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 @dataclass
@@ -45,6 +55,7 @@ class FitConfig:
     hard_distillation: bool = False  # DeiT's variant: cross entropy on the teacher's arg-max
     augment: bool = False           # random crop + flip on the device (CIFAR)
     eval_each_epoch: bool = True    # test accuracy after every epoch (else only at the end)
+    precision: str = "auto"         # "fp32", "bf16", "fp16" or "auto" (see resolve_precision)
     seed: int = 0
 
     def __post_init__(self):
@@ -57,6 +68,7 @@ class FitConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        check_precision(self.precision)
         check_temperature(self.T)
         check_alpha(self.alpha)
 
@@ -114,15 +126,30 @@ def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Ten
     return out
 
 
-def autocast(device: torch.device):
-    """Mixed precision on CUDA (float16 matrix products), plain float32 elsewhere.
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """The precision of the matrix products: precision itself, or for "auto" the device's best.
 
-    Elsewhere it is a null context, not a disabled autocast: entering even a disabled one costs
+    "auto" is bf16 on a GPU that supports it (Ampere and later: as fast as fp16, and no gradient
+    scaling, since bf16 has float32's range), fp16 on older GPUs, and fp32 on a CPU (where bf16
+    matrix products are slower than fp32 on most processors).
+    """
+    if check_precision(precision) != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Mixed precision (torch.autocast) for bf16 and fp16, plain float32 for fp32; on any device.
+
+    For fp32 it is a null context, not a disabled autocast: entering even a disabled one costs
     about half a millisecond on a CPU, which is a tenth of a small training step.
     """
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+    precision = resolve_precision(device, precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @torch.no_grad()
@@ -138,9 +165,15 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
 
 
 # ------------------------------------------------------------------ the loop
-def grad_scaler(device: torch.device) -> Optional[torch.amp.GradScaler]:
-    """A gradient scaler for float16 training on CUDA; None (a plain float32 step) elsewhere."""
-    return torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+def grad_scaler(device: torch.device, precision: str = "auto") -> Optional[torch.amp.GradScaler]:
+    """A gradient scaler for fp16 training, on any device; None (a plain step) for fp32 and bf16.
+
+    fp16's smallest normal number is 6e-5: small gradients would round to zero unless the loss is
+    scaled up before backward() and the gradients scaled back down before the step.
+    """
+    if resolve_precision(device, precision) != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def backward_step(loss: Tensor, opt: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
@@ -197,11 +230,12 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
     torch.manual_seed(cfg.seed)                       # dropout masks
     gen = torch.Generator().manual_seed(cfg.seed)     # batch order and augmentation
     opt = make_optimizer(model, cfg)
-    steps = cfg.epochs * -(-len(data.y_train) // cfg.batch_size)
+    epochs = min(cfg.epochs, DRY_RUN_EPOCHS) if dry_run() else cfg.epochs  # KDLIB_DRY_RUN: code paths, not results
+    steps = epochs * -(-len(data.y_train) // cfg.batch_size)
     # cosine: lr_t = lr * (1 + cos(pi t / steps)) / 2, from lr down to 0 over the run
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
              if cfg.schedule == "cosine" else None)
-    scaler = grad_scaler(device)
+    scaler = grad_scaler(device, cfg.precision)
     start = time.perf_counter()
     # fixed inputs: the teacher's logits once, read by index; augmented inputs: the teacher every batch
     cached = teacher_logits(teacher, data.x_train) if teacher is not None and not cfg.augment else None
@@ -210,13 +244,13 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
     model.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         losses, accs = [], []
         for idx in batch_indices(len(data.y_train), cfg.batch_size, gen, device):
             x, y = data.x_train[idx], data.y_train[idx]
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
-            with autocast(device):
+            with autocast(device, cfg.precision):
                 z = model(x)
             # the labels were checked once, up front: no per-step checks (each one syncs a GPU)
             if teacher is None:
@@ -243,7 +277,7 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
         hist.step_loss += torch.stack(losses).tolist()
         hist.step_acc += torch.stack(accs).tolist()
         hist.epoch_loss.append(sum(hist.step_loss[-len(losses):]) / len(losses))
-        if cfg.eval_each_epoch and epoch < cfg.epochs - 1:  # the last epoch's score comes below
+        if cfg.eval_each_epoch and epoch < epochs - 1:  # the last epoch's score comes below
             hist.epoch_test_acc.append(evaluate(model, data.x_test, data.y_test).accuracy)
             bar.set_postfix(loss=f"{hist.epoch_loss[-1]:.3f}", test_acc=f"{hist.epoch_test_acc[-1]:.4f}")
     bar.close()

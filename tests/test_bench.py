@@ -45,6 +45,27 @@ def test_forward_flops_counts_a_linear_layer_as_two_per_multiply_add():
     assert model.training  # the mode is restored
 
 
+def test_forward_flops_counts_a_convolution_per_output_value():
+    model = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1)  # 8 x 4 x 4 outputs, 3 * 3 * 3 products each
+    assert bench.forward_flops(model, shape=(3, 4, 4)) == 2 * 27 * 8 * 16
+
+
+def test_forward_flops_counts_attention_projections_and_both_attention_products():
+    L, E = 5, 8  # a sequence of 5 tokens of width 8, self-attention: S = L
+    layer = torch.nn.TransformerEncoderLayer(E, nhead=2, dim_feedforward=16, batch_first=True, norm_first=True)
+    projections, products, mlp = 2 * 4 * L * E * E, 2 * 2 * L * L * E, 2 * 2 * L * E * 16
+    assert bench.forward_flops(layer, shape=(L, E)) == projections + products + mlp
+    assert layer.training
+
+
+def test_forward_flops_of_the_book_models_are_fixed_by_their_shapes():
+    # the numbers chapters 8 and 9 print: a property of the architectures, the same under every PyTorch
+    assert bench.forward_flops(kd.models.cifar_resnet18()) == 1_110_845_440
+    assert bench.forward_flops(kd.models.vit_tiny_cifar()) == 250_683_648
+    assert bench.forward_flops(kd.models.hinton_teacher(), shape=(1, 28, 28)) == 2 * (784 * 1200 + 1200 * 1200
+                                                                                        + 1200 * 10)
+
+
 def test_forward_flops_of_the_cifar_models_rank_teacher_above_student():
     large, small = kd.models.cifar_large_cnn(), kd.models.cifar_small_cnn()
     assert bench.forward_flops(large) > 5 * bench.forward_flops(small) > 0
