@@ -4,6 +4,10 @@ Every function returns the matplotlib Figure it drew on. Those that take ``ax=``
 draw onto the given axes instead of making a new figure. Every probability is computed by
 kdlib.losses (softmax_t, mixed_target), never by a second copy of the softmax here.
 
+Every figure fits the book's text column at its natural size: at most FIGURE_WIDTH inches wide
+(6.9 in, 690 px at the book's 100 dpi, once saved with the notebook's tight bounding box) and no
+text smaller than MIN_FONT_SIZE points. Panels that would not fit side by side go in rows.
+
 Shapes: one example at a time. ``logits`` and ``probs`` are 1-D, length C (the classes);
 ``class_names`` is a sequence of C strings (default "0", "1", ..., "C-1").
 """
@@ -26,7 +30,8 @@ from torch import Tensor
 from . import losses
 
 __all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
-           "curves", "batch_accuracy", "augmentations", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix"]
+           "curves", "batch_accuracy", "augmentations", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix",
+           "confusion_matrices"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -34,7 +39,9 @@ BAR_COLOR = "tab:blue"
 HIGHLIGHT_COLOR = "tab:orange"
 POSITIVE_COLOR = "tab:red"    # gradient > 0: gradient descent lowers this logit
 NEGATIVE_COLOR = "tab:blue"   # gradient < 0: gradient descent raises this logit
-PANEL_SIZE = (2.8, 2.6)       # inches per panel in the multi-panel figures
+FIGURE_WIDTH = 6.7            # inches: with the 0.1-in margins of a tight save, 6.9 in = 690 px at 100 dpi
+MIN_FONT_SIZE = 9             # points: the smallest text a figure writes
+PANEL_SIZE = (FIGURE_WIDTH / 3, 2.2)  # inches per panel in the multi-panel figures: three to a row
 
 
 # ---------------------------------------------------------------- input checks
@@ -151,7 +158,7 @@ def temperatures(logits: ArrayLike, Ts: Sequence[float], class_names: Optional[S
     probs = [losses.softmax_t(z, T) for T in Ts]
     ylim = (_log_floor(torch.stack(probs)) if log else 0.0, 1.0)
 
-    ncols = min(len(Ts), 5)
+    ncols = min(len(Ts), 3)
     nrows = math.ceil(len(Ts) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows),
                              sharey=True, squeeze=False, layout="constrained")
@@ -179,8 +186,8 @@ def targets(teacher_logits: ArrayLike, label: int, alpha: float, T: float,
     alpha, T = losses.check_alpha(alpha), losses.check_temperature(T)
     names = _class_names(class_names, len(v))
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(3 * PANEL_SIZE[0], PANEL_SIZE[1] + 0.3),
-                               sharey=True, layout="constrained")
+        _, axes = plt.subplots(1, 3, figsize=(FIGURE_WIDTH, PANEL_SIZE[1] + 0.5), sharey=True,
+                               layout="constrained")
     elif len(axes) != 3:
         raise ValueError(f"axes must hold three axes (hard, soft, mixed), got {len(axes)}")
 
@@ -214,9 +221,9 @@ def gradient_bars(grad: ArrayLike, class_names: Optional[Sequence[str]] = None, 
     _draw_bars(ax, g, names, colors, title, "dL / dz")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_ylim(-limit, limit)
-    ax.legend(handles=[Patch(color=POSITIVE_COLOR, label="> 0: step lowers the logit"),
-                       Patch(color=NEGATIVE_COLOR, label="< 0: step raises the logit")],
-              fontsize=7, loc="upper right", framealpha=0.8)
+    ax.legend(handles=[Patch(color=POSITIVE_COLOR, label="> 0: step lowers z"),
+                       Patch(color=NEGATIVE_COLOR, label="< 0: step raises z")],
+              fontsize=MIN_FONT_SIZE, loc="upper right", framealpha=0.8, handlelength=1.0)
     return ax.figure
 
 
@@ -239,6 +246,7 @@ def digit_soft_targets(images: Tensor, logits: Tensor, Ts: Sequence[float],
 
     images: (K, channels, H, W); logits v: (K, C); highlight: K class indices drawn in another colour
     (e.g. the look-alike class of each example); row_titles: K titles shown above the images.
+    The panels share the column's width: up to four temperatures read well.
     """
     Ts = _check_temperatures(Ts)
     if images.ndim != 4 or logits.ndim != 2 or len(images) != len(logits):
@@ -249,8 +257,8 @@ def digit_soft_targets(images: Tensor, logits: Tensor, Ts: Sequence[float],
     highlight = [None] * K if highlight is None else list(highlight)
     if len(highlight) != K:
         raise ValueError(f"highlight must give one class per example ({K}), got {len(highlight)}")
-    fig, axes = plt.subplots(K, 1 + len(Ts), figsize=(1.6 + PANEL_SIZE[0] * len(Ts), 2.3 * K), squeeze=False,
-                             gridspec_kw={"width_ratios": [0.55] + [1] * len(Ts)}, layout="constrained")
+    fig, axes = plt.subplots(K, 1 + len(Ts), figsize=(FIGURE_WIDTH, 1.7 * K), squeeze=False,
+                             gridspec_kw={"width_ratios": [0.7] + [1] * len(Ts)}, layout="constrained")
     for k in range(K):
         _show_image(axes[k, 0], images[k])
         if row_titles is not None:
@@ -259,6 +267,8 @@ def digit_soft_targets(images: Tensor, logits: Tensor, Ts: Sequence[float],
             bars(losses.softmax_t(logits[k].detach().float().cpu(), T), names, ax=ax, highlight=highlight[k],
                  title=f"T = {T:g}")
             ax.set_ylabel("")
+            if ax is not axes[k, 1]:
+                ax.tick_params(labelleft=False)  # the same 0-1 axis as the first panel of the row
     return fig
 
 
@@ -301,7 +311,7 @@ def curves(histories: "dict", steps_per_epoch: int, smooth: int = 20) -> Figure:
         raise ValueError("histories must hold at least one run")
     if smooth < 1:
         raise ValueError(f"smooth must be >= 1, got {smooth}")
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.2), layout="constrained")
     for label, h in histories.items():
         loss = torch.tensor(h.step_loss)
         k = min(smooth, len(loss))
@@ -309,11 +319,13 @@ def curves(histories: "dict", steps_per_epoch: int, smooth: int = 20) -> Figure:
         ax_loss.plot((torch.arange(len(avg)) + k) / steps_per_epoch, avg.numpy(), label=label)
         ax_acc.plot(range(1, len(h.epoch_test_acc) + 1), [100 * a for a in h.epoch_test_acc], marker=".",
                     label=label)
-    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Training loss (moving average)")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy after each epoch")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    ax_loss.set_title("Training loss\n(moving average)", fontsize=10)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax_acc.set_title("Test accuracy\nafter each epoch", fontsize=10)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _shared_legend(fig, ax_loss)
     return fig
 
 
@@ -328,20 +340,27 @@ def batch_accuracy(histories: "dict", steps_per_epoch: int, smooth: int = 10) ->
         raise ValueError("histories must hold at least one run")
     if steps_per_epoch < 1 or smooth < 1:
         raise ValueError(f"steps_per_epoch and smooth must be >= 1, got {steps_per_epoch} and {smooth}")
-    fig, (ax_all, ax_first) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    fig, (ax_all, ax_first) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.2), layout="constrained")
     for label, h in histories.items():
         acc = 100 * torch.tensor(h.step_acc)
         k = min(smooth, len(acc))
         avg = torch.nn.functional.avg_pool1d(acc[None, None], k, stride=1)[0, 0]
         ax_all.plot((torch.arange(len(avg)) + k) / steps_per_epoch, avg.numpy(), label=label)
         ax_first.plot(range(1, min(steps_per_epoch, len(acc)) + 1), acc[:steps_per_epoch].numpy(), lw=1, label=label)
-    ax_all.set(xlabel="epoch", ylabel="training-batch accuracy (%)",
-               title=f"Accuracy on training batches (moving average of {smooth})")
-    ax_first.set(xlabel="batch", ylabel="training-batch accuracy (%)", title="The first epoch, batch by batch")
+    ax_all.set(xlabel="epoch", ylabel="training-batch accuracy (%)")
+    ax_all.set_title(f"Accuracy on training batches\n(moving average of {smooth})", fontsize=10)
+    ax_first.set(xlabel="batch", ylabel="training-batch accuracy (%)")
+    ax_first.set_title("The first epoch,\nbatch by batch", fontsize=10)
     for ax in (ax_all, ax_first):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _shared_legend(fig, ax_all)
     return fig
+
+
+def _shared_legend(fig: Figure, ax: Axes, ncols: int = 2) -> None:
+    """One legend of ax's labelled artists, below all the axes of fig (in ncols columns)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(labels)), fontsize=MIN_FONT_SIZE)
 
 
 def augmentations(x: Tensor, draws: int = 3, seed: int = 0, title: str = "") -> Figure:
@@ -357,14 +376,15 @@ def augmentations(x: Tensor, draws: int = 3, seed: int = 0, title: str = "") -> 
     g = torch.Generator().manual_seed(seed)
     x = x.detach().cpu()
     rows = [x] + [augment_crop_flip(x, g) for _ in range(draws)]
-    fig, axes = plt.subplots(len(rows), len(x), figsize=(1.3 * len(x), 1.35 * len(rows)), layout="constrained",
-                             squeeze=False)
+    side = min(1.3, (FIGURE_WIDTH - 0.4) / len(x))  # inches per image; 0.4 for the row labels
+    fig, axes = plt.subplots(len(rows), len(x), figsize=(0.4 + side * len(x), 0.3 + 1.05 * side * len(rows)),
+                             layout="constrained", squeeze=False)
     for r, batch in enumerate(rows):
         for c, image in enumerate(batch):
             image = (image - image.min()) / (image.max() - image.min() + 1e-12)
             axes[r, c].imshow(image.permute(1, 2, 0).numpy().squeeze(), cmap="gray")
             axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
-        axes[r, 0].set_ylabel("original" if r == 0 else f"draw {r}", fontsize=8)
+        axes[r, 0].set_ylabel("original" if r == 0 else f"draw {r}", fontsize=MIN_FONT_SIZE)
     fig.suptitle(title or "Random crop + flip on the device", fontsize=10)
     return fig
 
@@ -381,18 +401,18 @@ def heatmap(values: Tensor, Ts: Sequence[float], alphas: Sequence[float], baseli
     if v.shape != (len(Ts), len(alphas)):
         raise ValueError(f"values must have shape (len(Ts), len(alphas)) = {(len(Ts), len(alphas))}, "
                          f"got {tuple(v.shape)}")
-    ax = _new_axes(ax, (1.2 + 1.1 * len(alphas), 1.0 + 0.6 * len(Ts)))
+    ax = _new_axes(ax, (min(FIGURE_WIDTH, 1.2 + 1.1 * len(alphas)), 1.0 + 0.6 * len(Ts)))
     diff = v - (baseline if baseline is not None else v.mean())
     lim = diff.abs().max().item() or 1.0
     ax.imshow(diff.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(Ts)):
         for j in range(len(alphas)):
-            ax.text(j, i, f"{v[i, j]:g}", ha="center", va="center", fontsize=9)
+            ax.text(j, i, f"{v[i, j]:g}", ha="center", va="center", fontsize=MIN_FONT_SIZE)
     ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     ax.set_yticks(range(len(Ts)), [f"{T:g}" for T in Ts])
     ax.set(xlabel="alpha (weight of the soft term)", ylabel="T")
     ax.set_title(title + (f"\n(colour: difference from scratch = {baseline:g})" if baseline is not None else ""),
-                 fontsize=10)
+                 fontsize=10, wrap=True)
     if marker is not None:
         i, j = list(Ts).index(marker[0]), list(alphas).index(marker[1])
         ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="black"))
@@ -406,11 +426,12 @@ def gain_vs_size(results: "dict", n_test: "dict") -> Figure:
     label such as "T=20, alpha=0.9" and every setting of a data set shares its teacher and its
     students from scratch; n_test: {dataset: number of test images}.
     Left: test error (%). Right: errors saved per 1,000 test images, mean over seeds, with bars
-    of one standard deviation of the per-seed gain.
+    of one standard deviation of the per-seed gain. One legend below serves both panels: a gain
+    has the colour and marker of its distilled student.
     """
     if not results:
         raise ValueError("results must hold at least one data set")
-    fig, (ax_err, ax_gain) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    fig, (ax_err, ax_gain) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 4.4), layout="constrained")
     markers = "^vD*P"
     for k, (name, settings) in enumerate(results.items()):
         color, pct = f"C{k}", 100 / n_test[name]
@@ -426,15 +447,15 @@ def gain_vs_size(results: "dict", n_test: "dict") -> Figure:
                         marker=marker, color=color, label=f"{name}: distilled, {setting}")
             gains = [_mean_sd(by_size[n].gain()) for n in sizes]
             ax_gain.errorbar(sizes, [10 * pct * g for g, _ in gains], yerr=[10 * pct * sd for _, sd in gains],
-                             marker=marker, capsize=4, color=color, ls="-" if j == 0 else "--",
-                             label=f"{name}, {setting}")
-    ax_err.set(xscale="log", xlabel="training images", ylabel="test error (%)", title="Test error")
+                             marker=marker, capsize=4, color=color)
+    ax_err.set(xscale="log", xlabel="training images", ylabel="test error (%)")
+    ax_err.set_title("Test error", fontsize=10)
     ax_gain.axhline(0, color="black", lw=0.8)
-    ax_gain.set(xscale="log", xlabel="training images", ylabel="errors saved per 1,000 test images",
-                title="Gain from distillation (scratch − distilled, per seed)")
+    ax_gain.set(xscale="log", xlabel="training images", ylabel="errors saved per 1,000 test images")
+    ax_gain.set_title("Gain from distillation\n(scratch − distilled, per seed)", fontsize=10)
     for ax in (ax_err, ax_gain):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _shared_legend(fig, ax_err)
     return fig
 
 
@@ -486,7 +507,7 @@ def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
     """
     if not results:
         raise ValueError("results must hold at least one data set")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 5.0), layout="constrained")
     markers = "^vD*P"
     lo, hi = 0.0, 0.0
     for k, (name, settings) in enumerate(results.items()):
@@ -497,16 +518,17 @@ def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
                 gain, sd = (per_1000 * x for x in _mean_sd(r.gain()))
                 ax.errorbar(lead, gain, yerr=sd, marker=markers[j % len(markers)], color=f"C{k}", capsize=3,
                             label=f"{name}, {setting}" if n == min(by_size) else None)
-                ax.annotate(f"{n:,}", (lead, gain), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                ax.annotate(f"{n:,}", (lead, gain), textcoords="offset points", xytext=(5, 4),
+                            fontsize=MIN_FONT_SIZE)
                 lo, hi = min(lo, lead, gain - sd), max(hi, lead, gain + sd)
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ":", color="gray", label="distilled = teacher")
     ax.axhline(0, color="black", lw=0.8)
     ax.set(xlabel="teacher's lead over the student from scratch (errors per 1,000)",
-           ylabel="gain from distillation (errors per 1,000)",
-           title="Gain against the teacher's lead (numbers: training images)")
+           ylabel="gain from distillation (errors per 1,000)")
+    ax.set_title("Gain against the teacher's lead (numbers: training images)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _shared_legend(fig, ax)
     return fig
 
 
@@ -515,7 +537,7 @@ def confusion_matrix(M: Tensor, class_names: Optional[Sequence[str]] = None, tit
     """A confusion matrix M (C, C) of counts (row: true class, column: predicted), each count written in.
 
     Colours show the errors only (the diagonal is grey), so that a row of mistakes stands out;
-    highlight: a class whose row and column are outlined.
+    highlight: a class whose row and column are outlined. Several matrices: confusion_matrices.
     """
     M = torch.as_tensor(M).detach().cpu()
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
@@ -530,7 +552,7 @@ def confusion_matrix(M: Tensor, class_names: Optional[Sequence[str]] = None, tit
     for i in range(C):
         for j in range(C):
             if M[i, j]:
-                ax.text(j, i, str(int(M[i, j])), ha="center", va="center", fontsize=7,
+                ax.text(j, i, str(int(M[i, j])), ha="center", va="center", fontsize=MIN_FONT_SIZE,
                         color="black" if i != j else "0.35")
     ax.set_xticks(range(C), names)
     ax.set_yticks(range(C), names)
@@ -541,3 +563,24 @@ def confusion_matrix(M: Tensor, class_names: Optional[Sequence[str]] = None, tit
         for rect in ((-0.5, k - 0.5, C, 1), (k - 0.5, -0.5, 1, C)):
             ax.add_patch(matplotlib.patches.Rectangle(rect[:2], *rect[2:], fill=False, lw=1.5, ec="tab:blue"))
     return ax.figure
+
+
+
+def confusion_matrices(matrices: Sequence[Tensor], titles: Sequence[str], class_names: Optional[Sequence[str]] = None,
+                       highlight: Optional[int] = None, ncols: int = 2) -> Figure:
+    """Several confusion matrices (each (C, C), as for confusion_matrix), `ncols` to a row.
+
+    Two to a row leave each count of a 10-class matrix legible at the column's width.
+    """
+    if not matrices or len(titles) != len(matrices) or ncols < 1:
+        raise ValueError(f"give one title per matrix (at least one) and ncols >= 1, got {len(matrices)} matrices, "
+                         f"{len(titles)} titles and ncols={ncols}")
+    ncols = min(ncols, len(matrices))
+    nrows = math.ceil(len(matrices) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(FIGURE_WIDTH, 0.4 + nrows * FIGURE_WIDTH / ncols),
+                             squeeze=False, layout="constrained")
+    for ax, M, title in zip(axes.flat, matrices, titles):
+        confusion_matrix(M, class_names, title=title, ax=ax, highlight=highlight)
+    for ax in axes.flat[len(matrices):]:
+        ax.set_visible(False)
+    return fig

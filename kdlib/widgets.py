@@ -31,7 +31,7 @@ from .plots import ArrayLike, _as_vector, _check_label, _check_temperatures, _cl
 __all__ = ["temperature_explorer", "loss_explorer", "temperature_player", "loss_player", "distill_panel",
            "map_explorer", "map_player"]
 
-PLAYER_DPI = 72          # low resolution keeps the embedded frames small
+PLAYER_DPI = 100         # the book's: a frame shows at the size of the figures around it
 PLAYER_INTERVAL_MS = 900  # time per frame when playing
 
 
@@ -44,7 +44,7 @@ def _draw_temperature(ax: Axes, z: Tensor, T: float, names: Sequence[str]) -> No
 
 def _temperature_figure() -> Tuple[Figure, Axes]:
     """The figure and axes one temperature frame is drawn on."""
-    return plt.subplots(figsize=(6.4, 3.2), layout="constrained")
+    return plt.subplots(figsize=(plots.FIGURE_WIDTH, 3.2), layout="constrained")
 
 
 def _one_gradient(z: Tensor, v: Tensor, y: int, T: float, alpha: float) -> Tensor:
@@ -58,15 +58,17 @@ def _draw_loss(axes: Sequence[Axes], z: Tensor, v: Tensor, y: int, T: float, alp
     for ax in axes:
         ax.clear()
     plots.targets(v, y, alpha, T, names, axes=axes[:3])
+    axes[2].set_ylabel("probability")  # the first of its row
     plots.gradient_bars(_one_gradient(z, v, y, T, alpha), names, ax=axes[3], limit=grad_limit,
                         title="gradient dL/dz of the student")
     axes[0].figure.suptitle(f"T = {T:.3g}, alpha = {alpha:.2f}")
 
 
 def _loss_figure() -> Tuple[Figure, Sequence[Axes]]:
-    """The figure and four axes (hard, soft, mixed, gradient) one loss frame is drawn on."""
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), layout="constrained")
-    return fig, list(axes)
+    """The figure and four axes one loss frame is drawn on: hard and soft targets above, the mixed
+    target and the gradient it gives below."""
+    fig, axes = plt.subplots(2, 2, figsize=(plots.FIGURE_WIDTH, 5.4), layout="constrained")
+    return fig, list(axes.flat)
 
 
 def _check_example(student_logits: ArrayLike, teacher_logits: ArrayLike, label: int,
@@ -210,15 +212,7 @@ def distill_panel(train: Callable[[float, float], History], n_test: int, baselin
     runs: Dict[Tuple[float, float], int] = {}
 
     def draw() -> None:
-        fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
-        for k, a in enumerate(sorted({a for _, a in runs})):
-            pts = sorted((t, e) for (t, aa), e in runs.items() if aa == a)
-            ax.plot([t for t, _ in pts], [e for _, e in pts], "o-", color=f"C{k}", label=f"alpha = {a:g}")
-        if baseline is not None:
-            ax.axhline(baseline, ls="--", color="gray", label="student from scratch")
-        ax.set(xscale="log", xlabel="T", ylabel=f"test errors (of {n_test:,})", title="Distilled students")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        fig = _runs_figure(runs, n_test, baseline)
         rows = "".join(f"<tr><td>{t:g}</td><td>{a:g}</td><td>{e}</td><td>{1 - e / n_test:.2%}</td></tr>"
                        for (t, a), e in sorted(runs.items()))
         with out:
@@ -243,6 +237,20 @@ def distill_panel(train: Callable[[float, float], History], n_test: int, baselin
     return panel
 
 
+def _runs_figure(runs: Dict[Tuple[float, float], int], n_test: int, baseline: Optional[int]) -> Figure:
+    """The distill_panel's plot: test errors of each (T, alpha) run against T, one line per alpha."""
+    fig, ax = plt.subplots(figsize=(plots.FIGURE_WIDTH, 3.4), layout="constrained")
+    for k, a in enumerate(sorted({a for _, a in runs})):
+        pts = sorted((t, e) for (t, aa), e in runs.items() if aa == a)
+        ax.plot([t for t, _ in pts], [e for _, e in pts], "o-", color=f"C{k}", label=f"alpha = {a:g}")
+    if baseline is not None:
+        ax.axhline(baseline, ls="--", color="gray", label="student from scratch")
+    ax.set(xscale="log", xlabel="T", ylabel=f"test errors (of {n_test:,})", title="Distilled students")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=plots.MIN_FONT_SIZE)
+    return fig
+
+
 # ---------------------------------------------- the T x alpha map, one cell at a time
 def _check_map(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],
                runs: Dict[Tuple[float, float], History]) -> Tensor:
@@ -257,7 +265,10 @@ def _check_map(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],
 
 
 def _map_figure() -> Tuple[Figure, Sequence[Axes]]:
-    return plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained", gridspec_kw={"width_ratios": [1.15, 1]})
+    """The figure and two axes one map frame is drawn on: the map above, the chosen cell's run below."""
+    fig, axes = plt.subplots(2, 1, figsize=(plots.FIGURE_WIDTH, 6.6), layout="constrained",
+                             gridspec_kw={"height_ratios": [1.2, 1]})
+    return fig, list(axes)
 
 
 def _draw_map(axes: Sequence[Axes], errors: Tensor, Ts: Sequence[float], alphas: Sequence[float],
@@ -275,7 +286,7 @@ def _draw_map(axes: Sequence[Axes], errors: Tensor, Ts: Sequence[float], alphas:
                     label=f"{label}: {h.test_errors} errors")
     ax_run.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"The run at T={T:g}, alpha={a:g} (one seed)")
     ax_run.grid(alpha=0.3)
-    ax_run.legend(fontsize=8, loc="lower right")
+    ax_run.legend(fontsize=plots.MIN_FONT_SIZE, loc="lower right")
 
 
 def map_explorer(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],

@@ -7,7 +7,8 @@ bash scripts/setup.sh
 
 # tests/test_book.py reads the built pages: build them when missing or older than a source
 if [ ! -f _build/html/index.html ] || \
-   [ -n "$(find book _toc.yml _config.yml references.bib -newer _build/html/index.html -print -quit)" ]; then
+   [ -n "$(find book _static _toc.yml _config.yml references.bib -newer _build/html/index.html -print -quit)" ]; then
+  bash scripts/fetch_mathjax.sh
   .venv/bin/jupyter-book build . -W -n --keep-going
 fi
 

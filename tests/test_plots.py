@@ -260,3 +260,15 @@ def test_augmentations_show_the_originals_then_each_draw_of_crop_and_flip():
     assert (again.axes[5].images[0].get_array() == fig.axes[5].images[0].get_array()).all()  # seeded
     with pytest.raises(ValueError, match="draws >= 1"):
         plots.augmentations(x, draws=0)
+
+
+def test_confusion_matrices_draw_each_matrix_in_rows_of_two():
+    Ms = [torch.eye(3, dtype=torch.long) * k for k in (1, 2, 3)]
+    fig = plots.confusion_matrices(Ms, ["a", "b", "c"], highlight=0)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(fig.axes) == 4 and len(shown) == 3
+    assert [ax.get_title().split("\n")[0] for ax in shown] == ["a", "b", "c"]
+    assert [t.get_text() for t in shown[2].texts] == ["3", "3", "3"]
+    assert shown[2].get_position().y0 < shown[0].get_position().y0  # the third starts a second row
+    with pytest.raises(ValueError, match="one title per matrix"):
+        plots.confusion_matrices(Ms, ["a"])
