@@ -26,6 +26,9 @@ from typing import Iterator, List, Optional, Tuple
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its neighbour in scripts/, also when imported
+from strip_widget_state import shown_widget_cells  # noqa: E402
+
 PROFILE_LINE = re.compile(r"profile: (smoke|cpu|full)\b")
 # lines that print what varies from machine to machine or run to run, never a result
 SKIP_LINE = re.compile(r"\d\s*(s|ms|min)\b|\b(seconds?|minutes?|ms|s/epoch|took|elapsed|cache|key)\b|torch \d|"
@@ -147,6 +150,8 @@ def reproduce(path: Path, profile: Optional[str] = None, write: bool = False) ->
         print(f"FAILED: a cell raised: {error}")
     print(f"{len(rows) - len(bad)} of {len(rows)} numbers within tolerance" + (f"; {len(bad)} not" if bad else ""))
     if write and error is None:
+        if not shown_widget_cells(fresh):  # widget outputs all hidden: no saved state, no widget manager
+            fresh.metadata.pop("widgets", None)
         nbformat.write(fresh, path)
         print(f"wrote the fresh outputs to {path}")
     return error is None and not bad
