@@ -18,7 +18,7 @@ from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar1
 from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
                      log_softmax_t, loss_gradient, mixed_target, soft_targets, softmax_t)
 from .models import count_params
-from .profiles import describe_run, pick, select_device, select_profile
+from .profiles import describe_run, dry_run, is_quick, pick, select_device, select_profile
 from .train import FitConfig, History, Score, evaluate, fit, frozen_forward, teacher_logits, train_or_load
 
 __version__ = "0.1.0"
@@ -31,7 +31,7 @@ __all__ = [
     "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip",
     "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
-    "select_profile", "select_device", "pick", "describe_run",
+    "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
     # modules
     "analysis", "experiments", "models", "transfer", "plots", "widgets", "bench",
 ]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .data import DATASETS, Data, load_dataset
 from .models import count_params, hinton_student, hinton_teacher
-from .profiles import select_device
+from .profiles import dry_run, select_device
 from .losses import distillation_loss
 from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
                     train_or_load)
@@ -339,6 +339,8 @@ def speed_table(teacher: nn.Module, student: nn.Module, names: Sequence[str] = (
     few steps in place (pass copies).
     """
     t_name, s_name = names
+    if dry_run():  # KDLIB_DRY_RUN: one small timed step of each, so the code runs in seconds
+        steps, batch_size = 1, min(batch_size, 16)
     f_t, f_s = forward_flops(teacher), forward_flops(student)
     n_t, n_s = count_params(teacher), count_params(student)
 

@@ -17,6 +17,7 @@ import pickle
 import shutil
 import socket
 import struct
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -102,11 +103,16 @@ class Data:
         return replace(self, x_test=self.x_test[keep], y_test=self.y_test[keep],
                        source=f"{self.source}; test subset of {n_test:,} (seed {seed})")
 
-    def describe(self) -> str:
-        standin = (f"\n  OFFLINE STAND-IN for {self.standin_for}: results on these images are not {self.standin_for} "
-                   f"results" if self.standin_for else "")
-        return (f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test images "
-                f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes\n  source: {self.source}{standin}")
+    def describe(self, width: int = 88) -> str:
+        """The data in a few lines of at most `width` characters, for a chapter's output."""
+        lines = [f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test images "
+                 f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes",
+                 textwrap.fill(f"source: {self.source}", width, initial_indent="  ", subsequent_indent="    ")]
+        if self.standin_for:
+            lines.append(textwrap.fill(f"OFFLINE STAND-IN for {self.standin_for}: results on these images are "
+                                       f"not {self.standin_for} results", width, initial_indent="  ",
+                                       subsequent_indent="    "))
+        return "\n".join(lines)
 
 
 def cache_dir() -> Path:

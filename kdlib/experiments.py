@@ -46,9 +46,9 @@ class Setup:
             opt = "SGD (momentum 0.9)" if c.optimizer == "sgd" else "AdamW"
             return f"{c.epochs} epochs, batch {c.batch_size}, {opt}, lr {c.lr:g}, {c.schedule} schedule"
 
-        return (f"teacher: {run(self.teacher)}\nstudents: {run(self.student)}; distilled with T = {self.T:g}, "
-                f"alpha = {self.alpha:g}\nseeds: {list(self.seeds)}; training images: "
-                f"{'all' if self.n_train is None else f'{self.n_train:,}'}")
+        return (f"teacher:  {run(self.teacher)}\nstudents: {run(self.student)}\n"
+                f"          distilled with T = {self.T:g}, alpha = {self.alpha:g}\nseeds: {list(self.seeds)}; "
+                f"training images: {'all' if self.n_train is None else f'{self.n_train:,}'}")
 
     def data(self, data: Data) -> Data:
         """The data this profile uses: a class-balanced training subset (and a test subset), or all of it."""

@@ -15,10 +15,10 @@ from typing import Optional, TypeVar
 
 import torch
 
-__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run", "dry_run"]
+__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick"]
 
 PROFILES = ("smoke", "cpu", "full")
-DRY_RUN_TRAIN, DRY_RUN_TEST, DRY_RUN_EPOCHS = 512, 256, 1
+DRY_RUN_TRAIN, DRY_RUN_TEST, DRY_RUN_EPOCHS = 256, 128, 1
 
 
 def dry_run() -> bool:
@@ -28,6 +28,16 @@ def dry_run() -> bool:
         raise ValueError(f"KDLIB_DRY_RUN must be 1/true/yes or 0/false/no, got {value!r}")
     return value in ("1", "true", "yes")
 V = TypeVar("V")
+
+
+def is_quick(profile: str) -> bool:
+    """True when a run only checks that the code runs: the smoke profile, or any profile in a dry run.
+
+    A chapter asserts its claims about results only when this is False.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return profile == "smoke" or dry_run()
 
 
 def select_device(device: Optional[str] = None) -> torch.device:
@@ -60,6 +70,10 @@ def describe_run(profile: str, device: torch.device, data_source: Optional[str] 
     """One line for a chapter's output: which profile, device and data this run used."""
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f" ({os.cpu_count()} cores)"
     line = f"profile: {profile} | device: {device.type}{gpu} | torch {torch.__version__}"
+    if device.type == "cpu" and hasattr(os, "getloadavg"):
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        line += f"\nmachine load {load:.1f} on {cores} cores at the start" + (
+            " (busy: times below are slower than idle)" if load > cores / 2 else " (idle)")
     if dry_run():
         line += (f"\nDRY RUN (KDLIB_DRY_RUN): data capped at {DRY_RUN_TRAIN} / {DRY_RUN_TEST} images, "
                  f"{DRY_RUN_EPOCHS} epoch per run: the numbers below mean nothing")

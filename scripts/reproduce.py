@@ -33,6 +33,7 @@ PROFILE_LINE = re.compile(r"profile: (smoke|cpu|full)\b")
 # lines that print what varies from machine to machine or run to run, never a result
 SKIP_LINE = re.compile(r"\d\s*(s|ms|min)\b|\b(seconds?|minutes?|ms|s/epoch|took|elapsed|cache|key)\b|torch \d|"
                        r"device: ", re.I)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?%?")
 
 TOLERANCES = ("percentages within 0.5 points; counts written with thousands separators (sizes, parameters) "
@@ -121,13 +122,23 @@ def execute(nb, cwd: Path, env: dict, timeout: int = 3600) -> Tuple[object, Opti
                        resources={"metadata": {"path": str(cwd)}}).execute()
         return fresh, None
     except CellExecutionError as e:
-        return fresh, str(e).splitlines()[-1] if str(e) else type(e).__name__
+        return fresh, failure(fresh) or str(e)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def failure(nb) -> Optional[str]:
+    """Which cell raised, what, and the traceback's last lines (without terminal colours)."""
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "error":
+                trace = ANSI.sub("", "\n".join(out.get("traceback", [])[-2:]))
+                return f"cell {i}: {out['ename']}: {out['evalue']}\n{trace}"
+    return None
 
 
 def reproduce(path: Path, profile: Optional[str] = None, write: bool = False) -> bool:

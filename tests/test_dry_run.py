@@ -29,6 +29,9 @@ def test_a_dry_run_caps_the_data_and_the_epochs(monkeypatch, tmp_path):
     hist = kd.fit(model, data, kd.FitConfig(epochs=60), progress=False)
     assert len(hist.epoch_loss) == DRY_RUN_EPOCHS
     assert "DRY RUN" in kd.describe_run("full", torch.device("cpu"))
+    assert kd.is_quick("full") and kd.is_quick("cpu")  # no claims about results in a dry run
+    monkeypatch.delenv("KDLIB_DRY_RUN")
+    assert kd.is_quick("smoke") and not kd.is_quick("cpu") and not kd.is_quick("full")
 
 
 def test_dry_run_switch_rejects_unclear_values(monkeypatch):
