@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -320,6 +320,55 @@ def vit_tiny_cifar(num_classes: int = 10, patch_size: int = 4, dim: int = 192, d
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters in model (buffers such as BatchNorm's running mean excluded)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def layer_table(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> str:
+    """A short table of the model's layers for one input of `shape`: what each computes, its output
+    shape and its parameters, instead of the many-line module dump that print(model) gives.
+
+    Rows are the leaf modules that hold parameters or change the shape (activations, dropout and
+    normalisation are folded into the row above, their parameters included). Lines fit 88 columns.
+    """
+    rows: List[Tuple[str, Tuple[int, ...], int]] = []
+
+    def record(m: nn.Module, inputs, out) -> None:
+        out = out[0] if isinstance(out, tuple) else out
+        params = sum(p.numel() for p in m.parameters(recurse=False))
+        shape_in = tuple(inputs[0].shape[1:]) if inputs and isinstance(inputs[0], Tensor) else None
+        if rows and (tuple(out.shape[1:]) == shape_in and not isinstance(m, (nn.Linear, nn.Conv2d))):
+            name, s, p = rows[-1]
+            short = {"BatchNorm1d": "BN", "BatchNorm2d": "BN", "Dropout": "drop"}.get(m.__class__.__name__,
+                                                                                      m.__class__.__name__)
+            rows[-1] = (f"{name} + {short}", s, p + params)  # an activation, norm or dropout: same row
+        else:
+            rows.append((m.__class__.__name__ + _args(m), tuple(out.shape[1:]), params))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(record) for m in leaves]
+    p = next(model.parameters())
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        for mod, mode in was_training.items():
+            mod.training = mode
+    lines = [f"{'layer':50}{'output':>16}{'parameters':>14}"]
+    lines += [f"{name[:50]:50}{' x '.join(map(str, s)):>16}{n:>14,}" for name, s, n in rows]
+    lines.append(f"{'total':50}{'':>16}{count_params(model):>14,}")
+    return "\n".join(lines)
+
+
+def _args(m: nn.Module) -> str:
+    if isinstance(m, nn.Conv2d):
+        stride = f", stride {m.stride[0]}" if m.stride[0] != 1 else ""
+        return f"({m.in_channels}->{m.out_channels}, {m.kernel_size[0]}x{m.kernel_size[1]}{stride})"
+    if isinstance(m, nn.Linear):
+        return f"({m.in_features}->{m.out_features})"
+    return ""
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {

@@ -55,7 +55,8 @@ def test_every_notebook_in_book_is_a_chapter_of_the_toc():
 def test_first_code_cell_installs_kdlib_from_the_configured_repository(chapter):
     first = "".join(code_cells(notebook(chapter))[0]["source"])
     assert 'if importlib.util.find_spec("kdlib") is None:' in first
-    assert f'%pip install -q "kdlib[data] @ git+{CONFIG["repository"]["url"]}"' in first
+    assert f'REPOSITORY = "{CONFIG["repository"]["url"]}"' in first
+    assert '%pip install -q "kdlib[data] @ git+{REPOSITORY}"' in first  # IPython expands {REPOSITORY}
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
