@@ -8,17 +8,19 @@ Each problem comes back as one message (and is issued as a DistillationSetupWarn
     - T < 1 sharpens instead of softening                     -> T > 1
     - student and teacher are, or share, the same tensors     -> two separate models
     - their outputs disagree on the classes, or are not (B, C) -> matching output layers
+    - a model is on another device than the example           -> model.to(example.device)
 Wrong types and values of T and alpha raise, as in kdlib.losses.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Optional
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from .losses import check_alpha, check_temperature
+from .train import eval_mode
 
 __all__ = ["DistillationSetupWarning", "check_distillation_setup"]
 
@@ -43,6 +45,7 @@ def check_distillation_setup(student: nn.Module, teacher: nn.Module, T: Optional
     term with alpha, so its alpha=0.1 is kdlib's alpha=0.9.
     example: a small input batch (B, ...). Both models run on it once, in eval mode and under
     no_grad, to compare their number of classes; every module's train/eval mode is restored.
+    A model whose weights are on another device than example is reported, not run.
     warn: also issue each message as a DistillationSetupWarning.
     Raises TypeError for a student or teacher that is not an nn.Module or an example that is not
     a Tensor, and TypeError/ValueError for a T or alpha that kdlib's losses would reject.
@@ -101,8 +104,8 @@ def _shared(student: nn.Module, teacher: nn.Module) -> Optional[str]:
     if student is teacher:
         return ("The student and the teacher are the same object: training the student would change the "
                 "teacher, and its targets would move with it. Pass the student model you mean to train.")
-    teacher_tensors = _tensor_keys(teacher)
-    shared = [name for key, name in _tensor_keys(student).items() if key in teacher_tensors]
+    teacher_memory = [mem for _, mem in _memory(teacher)]
+    shared = [name for name, mem in _memory(student) if any(_overlap(mem, other) for other in teacher_memory)]
     if not shared:
         return None
     return (f"The student shares {len(shared)} parameter or buffer tensor(s) with the teacher ({_some(shared)}): "
@@ -110,37 +113,52 @@ def _shared(student: nn.Module, teacher: nn.Module) -> Optional[str]:
             f"(copy.deepcopy or a new model), and check that you train the intended model object.")
 
 
-def _tensor_keys(model: nn.Module) -> Dict[object, str]:
-    """Every parameter and buffer of model, keyed by the memory it lives in, with its name."""
-    keys = {}
+_Memory = Union[int, Tuple[torch.device, int, int]]
+
+
+def _memory(model: nn.Module) -> List[Tuple[str, _Memory]]:
+    """Every parameter and buffer of model, with the memory it lives in: (device, first byte, end) of its storage.
+
+    The whole storage, not the tensor's own address: nn.Parameter(teacher.w.data[3:]), a view at an
+    offset, shares the teacher's memory too. Lazy, meta and empty tensors have no memory of their
+    own: they are known by identity.
+    """
+    out = []
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        # lazy, meta and empty tensors have no memory of their own (address 0): key them by identity
-        if nn.parameter.is_lazy(t) or t.is_meta or t.numel() == 0:
-            keys[id(t)] = name
-        else:  # the address, not the Parameter object: nn.Parameter(teacher.w.data) shares it too
-            keys[(t.device, t.data_ptr())] = name
-    return keys
+        storage = None if nn.parameter.is_lazy(t) or t.is_meta else t.untyped_storage()
+        if storage is None or storage.nbytes() == 0:
+            out.append((name, id(t)))
+        else:
+            out.append((name, (t.device, storage.data_ptr(), storage.data_ptr() + storage.nbytes())))
+    return out
+
+
+def _overlap(a: _Memory, b: _Memory) -> bool:
+    """Do two tensors' memories, as _memory gives them, share a byte?"""
+    if isinstance(a, int) or isinstance(b, int):
+        return a == b
+    return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
 
 
 @torch.no_grad()
 def _outputs(student: nn.Module, teacher: nn.Module, example: Tensor) -> List[str]:
     """Run both models once on example (eval mode, no grad) and compare what they return."""
-    outs = {}
+    outs, problems = {}, []
     for name, model in (("student", student), ("teacher", teacher)):
-        modes = {m: m.training for m in model.modules()}  # per module: train(mode) would flatten them
-        model.eval()
-        try:
+        devices = sorted({str(t.device) for t in [*model.parameters(), *model.buffers()]})
+        if devices and str(example.device) not in devices:  # it would raise: report it instead
+            problems.append(f"The {name}'s weights are on {' and '.join(devices)} but example is on "
+                            f"{example.device}: a model runs on the device its weights are on. Put the models "
+                            f"and their inputs on one device ({name}.to(device), x.to(device)).")
+            continue
+        with eval_mode(model):  # per module: train(mode) would flatten the modes
             outs[name] = model(example)
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
-    problems = []
     for name, out in outs.items():
         if not isinstance(out, Tensor) or out.ndim != 2:
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
             problems.append(f"The {name} returns {got}, not logits of shape (B, C): kdlib's losses compare "
                             f"one row of class logits per example. Make its forward return (B, C) logits.")
-    z, v = outs["student"], outs["teacher"]
+    z, v = outs.get("student"), outs.get("teacher")
     # (B, C) or (B, ..., C): the classes are last; a 1-D output has none, and is reported above
     if isinstance(z, Tensor) and isinstance(v, Tensor) and min(z.ndim, v.ndim) >= 2 and z.shape[-1] != v.shape[-1]:
         problems.append(f"The student gives {z.shape[-1]} logits but the teacher gives {v.shape[-1]}: "

@@ -94,11 +94,14 @@ def check_labels(labels: Tensor, batch: int, num_classes: int, name: str = "labe
 
 
 def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
-    """Raise unless both logits are valid, 2-D (B, C) and of the same shape."""
+    """Raise unless both logits are valid, 2-D (B, C) with B >= 1, and of the same shape."""
     check_logits(student_logits, "student_logits")
     check_logits(teacher_logits, "teacher_logits")
     if student_logits.ndim != 2:
         raise ValueError(f"student_logits must have shape (B, C), got {tuple(student_logits.shape)}")
+    if len(student_logits) == 0:  # a mean over no examples is NaN
+        raise ValueError(f"student_logits must hold at least one example (B >= 1), got shape "
+                         f"{tuple(student_logits.shape)}: the loss of an empty batch is undefined")
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(
             f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, "

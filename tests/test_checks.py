@@ -139,6 +139,23 @@ def test_student_sharing_memory_through_a_new_parameter_is_reported():
     assert "shares 1 parameter or buffer tensor(s)" in only(student, teacher)
 
 
+def test_student_parameter_viewing_the_teacher_at_an_offset_is_reported():
+    student, teacher = good_setup()
+    student[0].weight = nn.Parameter(teacher[0].weight.data[3:7])  # a view 3 rows in: another address
+    assert "shares 1 parameter or buffer tensor(s)" in only(student, teacher)
+    before = teacher[0].weight.detach().clone()
+    student(example()).sum().backward()
+    torch.optim.SGD(student.parameters(), lr=0.1).step()
+    assert not torch.equal(teacher[0].weight, before)  # what the message warns of: the teacher changed
+
+
+def test_a_model_on_another_device_than_the_example_is_reported_not_run():
+    student, teacher = good_setup()
+    teacher.to("meta")  # stands in for a GPU: a model whose weights are elsewhere cannot run on example
+    msg = only(student, teacher, example=example())
+    assert "The teacher's weights are on meta but example is on cpu" in msg and "teacher.to(device)" in msg
+
+
 def test_a_deep_copy_shares_nothing():
     _, teacher = good_setup()
     student = copy.deepcopy(teacher).train().requires_grad_(True)

@@ -237,6 +237,14 @@ def test_student_teacher_shape_mismatch_is_a_value_error():
         kd.distillation_loss(z[0], v[0], y[:1])
 
 
+def test_empty_batch_is_a_value_error_naming_the_logits_not_a_nan():
+    z, v, y = batch()
+    for call in (lambda: kd.distillation_loss(z[:0], v[:0], y[:0]), lambda: kd.DistillationLoss()(z[:0], v[:0], y[:0]),
+                 lambda: kd.hard_distillation_loss(z[:0], v[:0], y[:0]), lambda: kd.loss_gradient(z[:0], v[:0], y[:0])):
+        with pytest.raises(ValueError, match=r"student_logits must hold at least one example \(B >= 1\)"):
+            call()
+
+
 def test_labels_out_of_range_wrong_dtype_or_shape_are_value_errors():
     z, v, y = batch()
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
