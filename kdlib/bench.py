@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import DATASETS, Data, load_dataset
-from .models import count_params, hinton_student, hinton_teacher
+from .models import count_params, eval_mode, hinton_student, hinton_teacher
 from .profiles import dry_run, select_device
 from .losses import distillation_loss
 from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
@@ -174,17 +174,13 @@ def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
         elif isinstance(m, nn.MultiheadAttention):
             hooks.append(m.register_forward_hook(attend))
     p = next(model.parameters())
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
     try:
         # with gradients enabled: PyTorch's fused inference path for transformer layers skips the hooks
-        with torch.enable_grad():
+        with torch.enable_grad(), eval_mode(model):
             model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
     finally:
         for h in hooks:
             h.remove()
-        for m, mode in was_training.items():
-            m.training = mode
     return total
 
 
@@ -193,16 +189,14 @@ def inference_ms(model: nn.Module, batch_size: int = 256, shape: Sequence[int] =
     """Milliseconds per image of a forward pass in eval mode, batch_size images at a time, on the model's device."""
     device = next(model.parameters()).device
     x = torch.randn(batch_size, *shape, device=device)
-    was_training = model.training
-    model.eval()
 
     def forward():
         with torch.no_grad(), autocast(device):
             model(x)
         sync(device)
 
-    seconds = step_seconds(forward, repeat=repeat, warmup=1)
-    model.train(was_training)
+    with eval_mode(model):
+        seconds = step_seconds(forward, repeat=repeat, warmup=1)
     return 1000 * seconds / batch_size
 
 

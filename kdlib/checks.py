@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import check_alpha, check_temperature
-from .train import eval_mode
+from .models import eval_mode
 
 __all__ = ["DistillationSetupWarning", "check_distillation_setup"]
 

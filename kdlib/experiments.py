@@ -22,6 +22,7 @@ from .profiles import dry_run, pick
 from .train import FitConfig, History, train_or_load
 
 __all__ = ["Setup", "hinton_setup", "cifar_cnn_setup", "deit_setup", "map_grid", "Comparison", "compare", "grid",
+           "runs_line",
            "deit_variants", "run_variants", "sweep_sizes", "sweep", "sweep_seconds"]
 
 
@@ -155,16 +156,26 @@ def compare(data: Data, setup: Setup, T: Optional[float] = None, alpha: Optional
     """Train (or load) the teacher, then a scratch and a distilled student for every seed of the setup."""
     data = setup.data(data)
     teacher, t_hist = train_or_load(setup.make_teacher, data, setup.teacher, name="teacher", progress=progress,
-                                    verbose=verbose)
+                                    verbose=False)
     result = Comparison(t_hist)
     for seed in setup.seeds:
         _, h = train_or_load(setup.make_student, data, replace(setup.student, seed=seed), name=f"scratch-s{seed}",
-                             progress=progress, verbose=verbose)
+                             progress=progress, verbose=False)
         result.scratch.append(h)
         _, h = train_or_load(setup.make_student, data, setup.distilled(T, alpha, seed), teacher=teacher,
-                             name=f"distilled-s{seed}", progress=progress, verbose=verbose)
+                             name=f"distilled-s{seed}", progress=progress, verbose=False)
         result.distilled.append(h)
+    if verbose:
+        print(runs_line("teacher and students", [t_hist, *result.scratch, *result.distilled]))
     return teacher, result
+
+
+def runs_line(what: str, runs: Sequence[History]) -> str:
+    """One line for an experiment's output: how many of its runs came from the cache, how many trained now."""
+    loaded = sum(h.from_cache for h in runs)
+    trained = len(runs) - loaded
+    return (f"{what}: {len(runs)} runs, {loaded} loaded from the cache, {trained} trained now; "
+            f"training took {sum(h.seconds for h in runs):.0f} s in all")
 
 
 def grid(data: Data, setup: Setup, teacher: nn.Module, Ts: Sequence[float], alphas: Sequence[float],

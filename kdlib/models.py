@@ -15,9 +15,10 @@ Every model returns logits z of shape (B, C); softmax and temperature live in
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from numbers import Integral, Real
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -322,6 +323,22 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """module.eval() inside the block; afterwards each submodule gets its own mode back, even after an error.
+
+    Not module.train(was_training): that would flatten the modes, and a batch norm deliberately left
+    in eval mode inside a model in training mode would come back in training mode.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def layer_table(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> str:
     """A short table of the model's layers for one input of `shape`: what each computes, its output
     shape and its parameters, instead of the many-line module dump that print(model) gives.
@@ -346,16 +363,12 @@ def layer_table(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> str:
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(record) for m in leaves]
     p = next(model.parameters())
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
     finally:
         for h in hooks:
             h.remove()
-        for mod, mode in was_training.items():
-            mod.training = mode
     lines = [f"{'layer':50}{'output':>16}{'parameters':>14}"]
     lines += [f"{name[:50]:50}{' x '.join(map(str, s)):>16}{n:>14,}" for name, s, n in rows]
     lines.append(f"{'total':50}{'':>16}{count_params(model):>14,}")

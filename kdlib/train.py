@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import Data, augment_crop_flip, batch_indices, cache_dir
+from .models import eval_mode
 from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
 from .profiles import DRY_RUN_EPOCHS, dry_run
 
@@ -86,6 +87,7 @@ class History:
     seconds: float = 0.0
     test_acc: float = float("nan")
     test_errors: int = -1
+    from_cache: bool = False        # True when train_or_load loaded the run instead of training it
 
 
 class Score(NamedTuple):
@@ -95,22 +97,6 @@ class Score(NamedTuple):
 
 
 # ------------------------------------------------------------------ the teacher's side
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """module.eval() inside the block; afterwards each submodule gets its own mode back, even after an error.
-
-    Not module.train(was_training): that would flatten the modes, and a batch norm deliberately left
-    in eval mode inside a model in training mode would come back in training mode.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 @torch.no_grad()
 def frozen_forward(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """The teacher's logits (N, C) for x (N, ...), in eval mode, without gradient, in large batches."""
@@ -386,7 +372,8 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
         return make_model().to(device)
 
     model = fresh()
-    key = fingerprint([name, str(model), asdict(cfg), data.name, data.source, data.y_train, data.x_train,
+    key = fingerprint([name, str(model), asdict(cfg), resolve_precision(device, cfg.precision), dry_run(),
+                       data.name, data.source, data.y_train, data.x_train,
                        module_content(teacher) if teacher is not None else None])
     path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
     say = print if verbose else (lambda *a: None)
@@ -399,8 +386,8 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
             hist = History(**ckpt["history"])
             # the key covers the training data, not the test set: score the model on the one at hand
             score = evaluate(model, data.x_test, data.y_test)
-            hist.test_acc, hist.test_errors = score.accuracy, score.errors
-            say(f"{name}: loaded the trained model from the cache (key {key}; training took {hist.seconds:.1f} s)")
+            hist.test_acc, hist.test_errors, hist.from_cache = score.accuracy, score.errors, True
+            say(f"{name}: loaded from the cache (trained in {hist.seconds:.1f} s)")
             return model, hist
         except Exception as e:  # damaged, foreign or stale: never a crash, never a wrong model
             say(f"{name}: the cached checkpoint could not be used ({type(e).__name__}: {e}); training again")

@@ -191,3 +191,18 @@ def test_run_variants_labels_only_student_ignores_the_teacher(monkeypatch):
     ex.run_variants(tiny_data(), tiny_setup(seeds=(0,)), teacher, {"labels only": None,
                                                                    "soft": tiny_setup().distilled()})
     assert seen == [None, teacher]
+
+
+def test_compare_prints_one_line_for_the_whole_experiment(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(120, 1, 4, 4, generator=g), torch.randint(0, 3, (120,), generator=g)
+    data = kd.Data("blobs", x[:96], y[:96], x[96:], y[96:], ["a", "b", "c"], "made up")
+    make = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))  # noqa: E731
+    quick = kd.FitConfig(epochs=1, batch_size=32)
+    setup = ex.Setup("smoke", None, quick, quick, seeds=(0, 1), make_teacher=make, make_student=make)
+    ex.compare(data, setup, progress=False)
+    ex.compare(data, setup, progress=False)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith("teacher and students: 5 runs, 0 loaded from the cache, 5 trained now")
+    assert second.startswith("teacher and students: 5 runs, 5 loaded from the cache, 0 trained now")

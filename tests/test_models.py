@@ -213,17 +213,17 @@ def test_unknown_model_name_error_lists_the_known_ones():
 
 
 def test_layer_table_lists_each_layer_with_its_output_shape_and_sums_the_parameters():
-    table = kd.models.layer_table(kd.models.cifar_small_cnn())
+    table = km.layer_table(km.cifar_small_cnn())
     lines = table.splitlines()
     assert all(len(line) <= 88 for line in lines)
     assert lines[1].startswith("Conv2d(3->32, 3x3) + BN + ReLU") and "32 x 32 x 32" in lines[1]
     assert lines[-1].split()[-1] == "437,034"
     rows = [int(line.split()[-1].replace(",", "")) for line in lines[1:-1]]
-    assert sum(rows) == kd.count_params(kd.models.cifar_small_cnn())  # folded rows keep their parameters
+    assert sum(rows) == km.count_params(km.cifar_small_cnn())  # folded rows keep their parameters
 
 
 def test_layer_table_restores_the_modes():
-    model = kd.models.hinton_teacher()
+    model = km.hinton_teacher()
     model.train()
-    kd.models.layer_table(model, (1, 28, 28))
+    km.layer_table(model, (1, 28, 28))
     assert all(m.training for m in model.modules())
