@@ -356,20 +356,25 @@ def batch_indices(n: int, batch_size: int, generator: Optional[torch.Generator] 
         yield order[start: start + batch_size]
 
 
-def augment_crop_flip(x: Tensor, generator: Optional[torch.Generator] = None, pad: int = 4) -> Tensor:
-    """Random crop after zero padding, and random horizontal flip, for a whole batch at once on its device.
+def augment_crop_flip(x: Tensor, generator: Optional[torch.Generator] = None,
+                      pad: int = 4) -> Tensor:
+    """Random crop after zero padding, and random horizontal flip, for a whole batch at
+    once on its device.
 
-    x: (B, C, H, W) -> (B, C, H, W). Each image gets its own shift in [-pad, pad]^2 and its own flip.
+    x: (B, C, H, W) -> (B, C, H, W). Each image gets its own shift in [-pad, pad]^2 and
+    its own flip.
     """
     if x.ndim != 4:
         raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
     B, C, H, W = x.shape
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    shifts = torch.randint(0, 2 * pad + 1, (B, 2), generator=generator, device=gen_device).to(x.device)
+    shifts = torch.randint(0, 2 * pad + 1, (B, 2), generator=generator,
+                           device=gen_device).to(x.device)
     flips = (torch.rand(B, generator=generator, device=gen_device) < 0.5).to(x.device)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    # one gather per axis: row r of image b comes from padded row r + dy_b, likewise columns
-    rows = (torch.arange(H, device=x.device).view(1, H) + shifts[:, :1]).view(B, 1, H, 1).expand(B, C, H, W + 2 * pad)
+    # one gather per axis: row r of image b is padded row r + dy_b; likewise columns
+    rows = torch.arange(H, device=x.device).view(1, H) + shifts[:, :1]
+    rows = rows.view(B, 1, H, 1).expand(B, C, H, W + 2 * pad)
     cols = torch.arange(W, device=x.device).view(1, W).expand(B, W)
     cols = torch.where(flips.view(B, 1), W - 1 - cols, cols) + shifts[:, 1:]
     out = padded.gather(2, rows)

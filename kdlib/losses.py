@@ -165,25 +165,28 @@ class LossParts(NamedTuple):
     hard: Tensor  # CE(onehot(y), q^1), mean over the batch
 
 
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Optional[Tensor],
-                      T: float = 4.0, alpha: float = 0.9, return_parts: bool = False, check: bool = True):
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
+                      labels: Optional[Tensor], T: float = 4.0, alpha: float = 0.9,
+                      return_parts: bool = False, check: bool = True):
     """Hinton et al.'s distillation loss, averaged over the batch.
 
         L = alpha * T^2 * KL(p^T || q^T) + (1 - alpha) * CE(onehot(y), q^1)
 
     student_logits z: (B, C); teacher_logits v: (B, C), treated as constants (detached);
     labels y: (B,) integers in [0, C), or None when alpha == 1 (soft targets only).
-    The T^2 keeps the soft term's gradient the same size whatever T (it scales as 1/T^2).
+    T^2 keeps the soft term's gradient the same size at every T (it scales as 1/T^2).
     Returns a scalar tensor, or LossParts(total, soft, hard) with return_parts=True.
-    check=False skips the checks of the tensors (finite logits, labels in range), which cost a
-    device synchronisation each: for a training loop that validated its data once (kdlib.fit does).
+    check=False skips the checks of the tensors (finite logits, labels in range), which
+    cost a device synchronisation each: for a training loop that validated its data once
+    (kdlib.fit does).
     """
     T, alpha = check_temperature(T), check_alpha(alpha)
     if check:
         check_pair(student_logits, teacher_logits)
     B, C = student_logits.shape
 
-    # soft term: KL(p || q) = sum_i p_i (log p_i - log q_i), summed over classes, mean over batch
+    # soft term: KL(p || q) = sum_i p_i (log p_i - log q_i), summed over classes,
+    # mean over the batch
     log_q = _log_softmax_t(student_logits, T)
     log_p = _log_softmax_t(teacher_logits.detach(), T)
     soft = T**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
@@ -191,10 +194,12 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Op
     # hard term: ordinary cross entropy at T = 1
     if labels is None:
         if alpha != 1.0:
-            raise ValueError(f"labels may be None only when alpha == 1 (soft targets only), got alpha={alpha}")
+            raise ValueError(f"labels may be None only when alpha == 1 (soft targets "
+                             f"only), got alpha={alpha}")
         hard = soft.new_zeros(())
     else:
-        hard = F.cross_entropy(student_logits, check_labels(labels, B, C) if check else labels)
+        y = check_labels(labels, B, C) if check else labels
+        hard = F.cross_entropy(student_logits, y)
 
     total = alpha * soft + (1 - alpha) * hard
     return LossParts(total, soft, hard) if return_parts else total
@@ -236,13 +241,15 @@ def loss_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     return (alpha * soft + (1 - alpha) * hard) / B
 
 
-def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
-                           alpha: float = 0.5, check: bool = True) -> Tensor:
+def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
+                           labels: Tensor, alpha: float = 0.5,
+                           check: bool = True) -> Tensor:
     """DeiT's hard-label distillation: cross entropy on the teacher's arg-max.
 
         L = alpha * CE(onehot(argmax v), q^1) + (1 - alpha) * CE(onehot(y), q^1)
 
-    Shapes: (B, C), (B, C), (B,) -> scalar. DeiT uses alpha = 0.5. check: as in distillation_loss.
+    Shapes: (B, C), (B, C), (B,) -> scalar. DeiT uses alpha = 0.5.
+    check: as in distillation_loss.
     """
     alpha = check_alpha(alpha)
     if check:

@@ -234,13 +234,14 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
              if cfg.schedule == "cosine" else None)
     scaler = grad_scaler(device, cfg.precision)
-    start = time.perf_counter()
-    # fixed inputs: the teacher's logits once, read by index; augmented inputs: the teacher every batch
-    cached = teacher_logits(teacher, data.x_train) if teacher is not None and not cfg.augment else None
     hist = History()
     # TQDM_DISABLE=1 silences the bar too (for executing the book's pages)
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
+    start = time.perf_counter()
+    # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
+    fixed = teacher is not None and not cfg.augment
+    cached = teacher_logits(teacher, data.x_train) if fixed else None
     model.train()
     for epoch in range(epochs):
         losses, accs = [], []
@@ -250,11 +251,11 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
                 x = augment_crop_flip(x, gen)
             with autocast(device, cfg.precision):
                 z = model(x)
-            # the labels were checked once, up front: no per-step checks (each one syncs a GPU)
+            # the labels were checked once, up front: no per-step checks (each syncs a GPU)
             if teacher is None:
                 loss = F.cross_entropy(z.float(), y)
             else:
-                v = cached[idx] if cached is not None else frozen_forward(teacher, x, len(x))
+                v = cached[idx] if fixed else frozen_forward(teacher, x, len(x))
                 if loss_fn is not None:
                     loss = loss_fn(z.float(), v, y)
                 elif cfg.hard_distillation:

@@ -117,3 +117,33 @@ def test_chapters_run_on_a_stand_in_say_so_on_the_page_and_in_their_output():
         assert "stand-in for cifar10, not cifar10" in outputs, chapter  # figure titles and tables
         html = page(chapter)
         assert "not CIFAR-10 results" in html and "OFFLINE STAND-IN" in html, chapter
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than tab and newlines
+# a count of things in prose: "50 networks", "60 distilled students", "3 seeds"
+COUNTED = re.compile(r"\b(\d[\d,]*) (networks|runs|distilled students|students|seeds)\b")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_notebook_sources_have_no_control_characters(chapter):
+    for i, cell in enumerate(notebook(chapter)["cells"]):
+        found = CONTROL.findall("".join(cell["source"]))
+        assert not found, f"cell {i} holds control characters {found} (a lost backslash: \\a is BEL)"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_code_lines_fit_the_page(chapter):
+    long = [(i, line) for i, c in enumerate(notebook(chapter)["cells"]) if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines() if len(line) > 88]
+    assert not long, f"code lines over 88 characters: {long[:5]}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_counts_in_the_prose_are_printed_by_the_run(chapter):
+    # a sentence that counts runs, networks or seeds must agree with what the chapter's run printed
+    nb = notebook(chapter)
+    prose = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    printed = " ".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                       for c in code_cells(nb) for o in c["outputs"])
+    wrong = [m.group(0) for m in COUNTED.finditer(prose) if m.group(0) not in printed]
+    assert not wrong, f"counts in the prose that no output of the chapter prints: {wrong}"
