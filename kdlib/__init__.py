@@ -13,6 +13,7 @@ The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (importe
 import importlib
 
 from . import analysis, experiments, models, transfer
+from .book import glue
 from .checks import DistillationSetupWarning, check_distillation_setup
 from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
 from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
@@ -32,6 +33,8 @@ __all__ = [
     "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
     "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
+    # the book's pages
+    "glue",
     # modules
     "analysis", "experiments", "models", "transfer", "plots", "widgets", "bench",
 ]

@@ -32,12 +32,13 @@ def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
 
 
 def lookalike(logits: Tensor, labels: Tensor, true_class: int, other_class: int,
-              min_confidence: float = 0.0) -> int:
+              min_confidence: float = 0.0, correct_only: bool = True) -> int:
     """Index of the correctly classified example of true_class with the largest ratio p_other / p_true.
 
     logits: (N, C); labels: (N,). "A 4 that looks like a 9": lookalike(logits, labels, 4, 9).
     min_confidence: only examples whose p_true at T = 1 is at least this, so that the look-alike
     hides at T = 1 and shows at higher T (0.0: the most ambiguous correct example, often a near tie).
+    correct_only=False also admits misclassified examples (for a teacher that is not trained yet).
     """
     check_logits(logits, "logits")
     N, C = logits.shape
@@ -48,9 +49,11 @@ def lookalike(logits: Tensor, labels: Tensor, true_class: int, other_class: int,
     if not 0.0 <= min_confidence < 1.0:
         raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
     sure = softmax_t(logits, 1.0)[:, true_class] >= min_confidence
-    candidates = torch.nonzero((y == true_class) & (logits.argmax(1) == true_class) & sure).flatten()
+    right = logits.argmax(1) == true_class if correct_only else torch.ones_like(sure)
+    candidates = torch.nonzero((y == true_class) & right & sure).flatten()
     if len(candidates) == 0:
-        raise ValueError(f"no example of class {true_class} is classified correctly"
+        raise ValueError(f"no example of class {true_class} is classified "
+                         + ("correctly" if correct_only else "")
                          + (f" with confidence >= {min_confidence}" if min_confidence else ""))
     # p_other / p_true = exp((v_other - v_true) / T): the same example has the largest ratio at every T
     gap = logits[candidates, other_class] - logits[candidates, true_class]
@@ -58,9 +61,9 @@ def lookalike(logits: Tensor, labels: Tensor, true_class: int, other_class: int,
 
 
 def lookalikes(logits: Tensor, labels: Tensor, pairs: Sequence[Tuple[int, int]],
-               min_confidence: float = 0.0) -> List[int]:
+               min_confidence: float = 0.0, correct_only: bool = True) -> List[int]:
     """lookalike for each (true_class, other_class) pair."""
-    return [lookalike(logits, labels, a, b, min_confidence) for a, b in pairs]
+    return [lookalike(logits, labels, a, b, min_confidence, correct_only) for a, b in pairs]
 
 
 # ------------------------------------------------ why the soft term carries T^2

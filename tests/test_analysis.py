@@ -88,3 +88,11 @@ def test_soft_gradient_norms_reject_bad_temperatures_and_shapes():
         analysis.soft_gradient_norms(z, v, [1.0, 0.0])
     with pytest.raises(ValueError, match="teacher_logits must have the student's shape"):
         analysis.soft_gradient_norms(z, v[:, :5], [1.0])
+
+
+def test_lookalike_can_admit_misclassified_examples_for_an_untrained_teacher():
+    logits = torch.tensor([[0.0, 2.0], [0.0, 1.0]])  # both labelled 0, both classified as 1
+    labels = torch.tensor([0, 0])
+    with pytest.raises(ValueError, match="classified correctly"):
+        kd.analysis.lookalike(logits, labels, 0, 1)
+    assert kd.analysis.lookalike(logits, labels, 0, 1, correct_only=False) == 0  # the larger p_1 / p_0
