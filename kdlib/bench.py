@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import DATASETS, Data, load_dataset
-from .models import count_params, eval_mode, hinton_student, hinton_teacher
+from .models import count_params, eval_mode, hinton_student, hinton_teacher, probe
 from .profiles import dry_run, select_device
 from .losses import distillation_loss
 from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
@@ -163,24 +163,18 @@ def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
                       + 2 * 2 * L * S * E                   # Q K^T and softmax(Q K^T / sqrt(d)) V
                       + 2 * L * E * E)                      # output projection
 
-    hooks = []
+    hooks = {}
     for m in model.modules():
         if id(m) in inside_attention:
             continue  # attention's own projections are counted by attend (its forward bypasses their hooks)
         if isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear))
+            hooks[m] = linear
         elif isinstance(m, nn.modules.conv._ConvNd):
-            hooks.append(m.register_forward_hook(conv))
+            hooks[m] = conv
         elif isinstance(m, nn.MultiheadAttention):
-            hooks.append(m.register_forward_hook(attend))
-    p = next(model.parameters())
-    try:
-        # with gradients enabled: PyTorch's fused inference path for transformer layers skips the hooks
-        with torch.enable_grad(), eval_mode(model):
-            model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
+            hooks[m] = attend
+    # with gradients enabled: PyTorch's fused inference path for transformer layers skips the hooks
+    probe(model, shape, hooks, grad=True)
     return total
 
 

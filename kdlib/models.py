@@ -339,6 +339,23 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
+def probe(model: nn.Module, shape: Sequence[int], hooks: Dict[nn.Module, Callable],
+          grad: bool = False) -> None:
+    """One forward pass of a zero input (1, *shape) in eval mode, with hooks[m] as m's forward hook.
+
+    For what can be read off a forward pass (shapes, FLOPs). The hooks are removed and every
+    submodule's mode is restored afterwards; grad=True runs with gradients enabled.
+    """
+    handles = [m.register_forward_hook(hook) for m, hook in hooks.items()]
+    p = next(model.parameters())
+    try:
+        with torch.set_grad_enabled(grad), eval_mode(model):
+            model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def layer_table(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> str:
     """A short table of the model's layers for one input of `shape`: what each computes, its output
     shape and its parameters, instead of the many-line module dump that print(model) gives.
@@ -360,15 +377,7 @@ def layer_table(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> str:
         else:
             rows.append((m.__class__.__name__ + _args(m), tuple(out.shape[1:]), params))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(record) for m in leaves]
-    p = next(model.parameters())
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
+    probe(model, shape, {m: record for m in model.modules() if not list(m.children())})
     lines = [f"{'layer':50}{'output':>16}{'parameters':>14}"]
     lines += [f"{name[:50]:50}{' x '.join(map(str, s)):>16}{n:>14,}" for name, s, n in rows]
     lines.append(f"{'total':50}{'':>16}{count_params(model):>14,}")
