@@ -33,7 +33,7 @@ def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
 
 def lookalike(logits: Tensor, labels: Tensor, true_class: int, other_class: int,
               min_confidence: float = 0.0, correct_only: bool = True) -> int:
-    """Index of the correctly classified example of true_class with the largest ratio p_other / p_true.
+    """Index of the example of true_class (classified correctly) with the largest ratio p_other / p_true.
 
     logits: (N, C); labels: (N,). "A 4 that looks like a 9": lookalike(logits, labels, 4, 9).
     min_confidence: only examples whose p_true at T = 1 is at least this, so that the look-alike
@@ -52,8 +52,8 @@ def lookalike(logits: Tensor, labels: Tensor, true_class: int, other_class: int,
     right = logits.argmax(1) == true_class if correct_only else torch.ones_like(sure)
     candidates = torch.nonzero((y == true_class) & right & sure).flatten()
     if len(candidates) == 0:
-        raise ValueError(f"no example of class {true_class} is classified "
-                         + ("correctly" if correct_only else "")
+        raise ValueError(f"no example of class {true_class}"
+                         + (" is classified correctly" if correct_only else "")
                          + (f" with confidence >= {min_confidence}" if min_confidence else ""))
     # p_other / p_true = exp((v_other - v_true) / T): the same example has the largest ratio at every T
     gap = logits[candidates, other_class] - logits[candidates, true_class]

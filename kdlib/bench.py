@@ -134,9 +134,10 @@ def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
 
     The convention: a multiply-add is 2 FLOPs, and only the products are counted:
         nn.Linear            2 * in_features * out_features per output row
-        nn.ConvNd            2 * (C_in / groups) * prod(kernel) per output value
+        nn.Conv1d/2d/3d      2 * (C_in / groups) * prod(kernel) per output value
         nn.MultiheadAttention, for L queries, S keys and width E: the input projections
-                             2 * (L + 2S) * E^2, the two attention products Q K^T and softmax(.) V,
+                             2 * (L E + S kdim + S vdim) * E (2 * (L + 2S) * E^2 when kdim = vdim = E),
+                             the two attention products Q K^T and softmax(.) V,
                              2 * L * S * E each (all heads together), and the output projection 2 * L * E^2
     Biases, activations, normalisation, pooling and softmax are not counted (a few percent at most).
     The count depends only on the architecture, not on the PyTorch version: a profiler such as
@@ -146,20 +147,21 @@ def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
     inside_attention = {id(sub) for m in attention for sub in m.modules() if sub is not m}
     total = 0
 
-    def linear(m: nn.Linear, inputs, out: Tensor) -> None:
+    def linear(m: nn.Linear, args, kwargs, out: Tensor) -> None:
         nonlocal total
         total += 2 * m.in_features * out.numel()
 
-    def conv(m: nn.modules.conv._ConvNd, inputs, out: Tensor) -> None:
+    def conv(m: nn.Conv2d, args, kwargs, out: Tensor) -> None:
         nonlocal total
         total += 2 * (m.in_channels // m.groups) * math.prod(m.kernel_size) * out.numel()
 
-    def attend(m: nn.MultiheadAttention, inputs, out) -> None:
+    def attend(m: nn.MultiheadAttention, args, kwargs, out) -> None:
         nonlocal total
-        q, k = inputs[0], inputs[1]            # (B, L, E) and (B, S, E) with batch_first, else (L, B, E)
+        q = args[0] if args else kwargs["query"]            # (B, L, E) with batch_first, else (L, B, E)
+        k = args[1] if len(args) > 1 else kwargs["key"]     # (B, S, kdim)
         L, S = (q.shape[1], k.shape[1]) if m.batch_first else (q.shape[0], k.shape[0])
         B, E = q.numel() // (L * m.embed_dim), m.embed_dim
-        total += B * (2 * L * E * E + 2 * 2 * S * E * E    # projections of queries, keys and values
+        total += B * (2 * L * E * E + 2 * S * (m.kdim + m.vdim) * E  # projections of queries, keys, values
                       + 2 * 2 * L * S * E                   # Q K^T and softmax(Q K^T / sqrt(d)) V
                       + 2 * L * E * E)                      # output projection
 
@@ -169,7 +171,7 @@ def forward_flops(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> int:
             continue  # attention's own projections are counted by attend (its forward bypasses their hooks)
         if isinstance(m, nn.Linear):
             hooks[m] = linear
-        elif isinstance(m, nn.modules.conv._ConvNd):
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):  # not the transposed ones
             hooks[m] = conv
         elif isinstance(m, nn.MultiheadAttention):
             hooks[m] = attend

@@ -343,11 +343,14 @@ def probe(model: nn.Module, shape: Sequence[int], hooks: Dict[nn.Module, Callabl
           grad: bool = False) -> None:
     """One forward pass of a zero input (1, *shape) in eval mode, with hooks[m] as m's forward hook.
 
-    For what can be read off a forward pass (shapes, FLOPs). The hooks are removed and every
-    submodule's mode is restored afterwards; grad=True runs with gradients enabled.
+    For what can be read off a forward pass (shapes, FLOPs). A hook is called as
+    hook(module, args, kwargs, output). The hooks are removed and every submodule's mode is
+    restored afterwards; grad=True runs with gradients enabled.
     """
-    handles = [m.register_forward_hook(hook) for m, hook in hooks.items()]
-    p = next(model.parameters())
+    p = next(model.parameters(), None)
+    if p is None:
+        raise ValueError("model must have parameters (their device and dtype make the probe's input)")
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m, hook in hooks.items()]
     try:
         with torch.set_grad_enabled(grad), eval_mode(model):
             model(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
@@ -360,27 +363,37 @@ def layer_table(model: nn.Module, shape: Sequence[int] = (3, 32, 32)) -> str:
     """A short table of the model's layers for one input of `shape`: what each computes, its output
     shape and its parameters, instead of the many-line module dump that print(model) gives.
 
-    Rows are the leaf modules that hold parameters or change the shape (activations, dropout and
-    normalisation are folded into the row above, their parameters included). Lines fit 88 columns.
+    Rows are the layers the input passes through (leaf modules, and attention as one layer). A layer
+    that keeps its input's shape right after the row above (an activation, dropout, normalisation)
+    is folded into that row, its parameters included. Parameters that no layer holds (a ViT's class
+    token and positions) get a row of their own, so the rows add up to the total. Lines fit 88 columns.
     """
     rows: List[Tuple[str, Tuple[int, ...], int]] = []
+    short = {"BatchNorm1d": "BN", "BatchNorm2d": "BN", "Dropout": "drop"}
 
-    def record(m: nn.Module, inputs, out) -> None:
+    def record(m: nn.Module, args, kwargs, out) -> None:
         out = out[0] if isinstance(out, tuple) else out
-        params = sum(p.numel() for p in m.parameters(recurse=False))
-        shape_in = tuple(inputs[0].shape[1:]) if inputs and isinstance(inputs[0], Tensor) else None
-        if rows and (tuple(out.shape[1:]) == shape_in and not isinstance(m, (nn.Linear, nn.Conv2d))):
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        shape_in = tuple(x.shape[1:]) if isinstance(x, Tensor) else None
+        shape_out, params = tuple(out.shape[1:]), sum(p.numel() for p in m.parameters())
+        elementwise = not isinstance(m, (nn.Linear, nn.Conv2d, nn.MultiheadAttention))
+        if rows and elementwise and shape_in == shape_out == rows[-1][1]:
             name, s, p = rows[-1]
-            short = {"BatchNorm1d": "BN", "BatchNorm2d": "BN", "Dropout": "drop"}.get(m.__class__.__name__,
-                                                                                      m.__class__.__name__)
-            rows[-1] = (f"{name} + {short}", s, p + params)  # an activation, norm or dropout: same row
+            rows[-1] = (f"{name} + {short.get(type(m).__name__, type(m).__name__)}", s, p + params)
         else:
-            rows.append((m.__class__.__name__ + _args(m), tuple(out.shape[1:]), params))
+            rows.append((type(m).__name__ + _args(m), shape_out, params))
 
-    probe(model, shape, {m: record for m in model.modules() if not list(m.children())})
+    units = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    inside = {id(sub) for u in units for sub in u.modules() if sub is not u}
+    leaves = [m for m in model.modules() if not list(m.children()) and id(m) not in inside
+              and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict))]  # empty containers
+    probe(model, shape, {m: record for m in leaves + units})
+    total = count_params(model)
+    if total > sum(n for _, _, n in rows):
+        rows.append(("parameters outside these layers", (), total - sum(n for _, _, n in rows)))
     lines = [f"{'layer':50}{'output':>16}{'parameters':>14}"]
     lines += [f"{name[:50]:50}{' x '.join(map(str, s)):>16}{n:>14,}" for name, s, n in rows]
-    lines.append(f"{'total':50}{'':>16}{count_params(model):>14,}")
+    lines.append(f"{'total':50}{'':>16}{total:>14,}")
     return "\n".join(lines)
 
 

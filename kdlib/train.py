@@ -19,7 +19,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,17 +98,22 @@ class Score(NamedTuple):
 
 # ------------------------------------------------------------------ the teacher's side
 @torch.no_grad()
-def frozen_forward(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
-    """The teacher's logits (N, C) for x (N, ...), in eval mode, without gradient, in large batches."""
-    with eval_mode(teacher), autocast(x.device):
+def frozen_forward(teacher: nn.Module, x: Tensor, batch_size: int = 1024,
+                   precision: str = "auto") -> Tensor:
+    """The teacher's logits (N, C) for x (N, ...), in eval mode, without gradient, in large batches.
+
+    The products run in `precision` (see resolve_precision); the logits come back as float32.
+    """
+    with eval_mode(teacher), autocast(x.device, precision):
         return torch.cat([teacher(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
 
 
 _LOGIT_CACHE: Dict[tuple, tuple] = {}
 
 
-def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
-    """frozen_forward(teacher, x), remembered: the same teacher, unchanged, on the same images skips the pass.
+def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024, precision: str = "auto") -> Tensor:
+    """frozen_forward(teacher, x, precision=...), remembered: the same teacher, unchanged, on the same
+    images, in the same precision, skips the pass.
 
     The key is content, not identity: fingerprint(module_content(teacher)), every byte of every
     parameter, buffer and tensor attribute with each submodule's class and settings, and every byte
@@ -119,12 +124,13 @@ def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024) -> Ten
     Cost: one pass over the bytes, 0.1 s for 60,000 Fashion-MNIST images (188 MB) on a 2-core CPU;
     kdlib.fit pays it once per call, never per step. Returns a copy: changing it leaves the cache intact.
     """
-    key = (id(teacher), fingerprint([module_content(teacher), x, str(x.device)]))
+    precision = resolve_precision(x.device, precision)
+    key = (id(teacher), fingerprint([module_content(teacher), x, str(x.device), precision]))
     hit = _LOGIT_CACHE.get(key)
     if hit is None or hit[0]() is not teacher:
         if len(_LOGIT_CACHE) >= 8:
             _LOGIT_CACHE.pop(next(iter(_LOGIT_CACHE)))
-        hit = _LOGIT_CACHE[key] = (weakref.ref(teacher), frozen_forward(teacher, x, batch_size))
+        hit = _LOGIT_CACHE[key] = (weakref.ref(teacher), frozen_forward(teacher, x, batch_size, precision))
     return hit[1].clone()
 
 
@@ -137,8 +143,8 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     """
     if check_precision(precision) != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cuda":  # bf16 in hardware from compute capability 8 (Ampere) on
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return "fp32"
 
 
@@ -155,9 +161,15 @@ def autocast(device: torch.device, precision: str = "auto"):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> Score:
-    """Accuracy, number of errors and mean cross entropy of model on (x (N, ...), y (N,)), in eval mode."""
-    with eval_mode(model), autocast(x.device):
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024,
+             precision: str = "auto") -> Score:
+    """Accuracy, number of errors and mean cross entropy of model on (x (N, ...), y (N,)), in eval mode.
+
+    The products run in `precision` (see resolve_precision).
+    """
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must hold the same number (>= 1) of examples, got {len(x)} and {len(y)}")
+    with eval_mode(model), autocast(x.device, precision):
         logits = torch.cat([model(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
     errors = int((logits.argmax(1) != y).sum())
     return Score(1 - errors / len(y), errors, F.cross_entropy(logits, y).item())
@@ -233,7 +245,8 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
     # cosine: lr_t = lr * (1 + cos(pi t / steps)) / 2, from lr down to 0 over the run
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
              if cfg.schedule == "cosine" else None)
-    scaler = grad_scaler(device, cfg.precision)
+    precision = resolve_precision(device, cfg.precision)  # of the student, its teacher and the tests
+    scaler = grad_scaler(device, precision)
     hist = History()
     # TQDM_DISABLE=1 silences the bar too (for executing the book's pages)
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
@@ -241,7 +254,7 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
     start = time.perf_counter()
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = teacher is not None and not cfg.augment
-    cached = teacher_logits(teacher, data.x_train) if fixed else None
+    cached = teacher_logits(teacher, data.x_train, precision=precision) if fixed else None
     model.train()
     for epoch in range(epochs):
         losses, accs = [], []
@@ -249,13 +262,13 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
             x, y = data.x_train[idx], data.y_train[idx]
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
-            with autocast(device, cfg.precision):
+            with autocast(device, precision):
                 z = model(x)
             # the labels were checked once, up front: no per-step checks (each syncs a GPU)
             if teacher is None:
                 loss = F.cross_entropy(z.float(), y)
             else:
-                v = cached[idx] if fixed else frozen_forward(teacher, x, len(x))
+                v = cached[idx] if fixed else frozen_forward(teacher, x, len(x), precision)
                 if loss_fn is not None:
                     loss = loss_fn(z.float(), v, y)
                 elif cfg.hard_distillation:
@@ -277,11 +290,12 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
         hist.step_acc += torch.stack(accs).tolist()
         hist.epoch_loss.append(sum(hist.step_loss[-len(losses):]) / len(losses))
         if cfg.eval_each_epoch and epoch < epochs - 1:  # the last epoch's score comes below
-            hist.epoch_test_acc.append(evaluate(model, data.x_test, data.y_test).accuracy)
+            score = evaluate(model, data.x_test, data.y_test, precision=precision)
+            hist.epoch_test_acc.append(score.accuracy)
             bar.set_postfix(loss=f"{hist.epoch_loss[-1]:.3f}", test_acc=f"{hist.epoch_test_acc[-1]:.4f}")
     bar.close()
     hist.seconds = time.perf_counter() - start  # training time: the final test below is not in it
-    score = evaluate(model, data.x_test, data.y_test)
+    score = evaluate(model, data.x_test, data.y_test, precision=precision)
     hist.epoch_test_acc.append(score.accuracy)
     hist.test_acc, hist.test_errors = score.accuracy, score.errors
     return hist
@@ -373,7 +387,9 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
         return make_model().to(device)
 
     model = fresh()
-    key = fingerprint([name, str(model), asdict(cfg), resolve_precision(device, cfg.precision), dry_run(),
+    # the fresh model's content: its initial weights and settings, which str(model) does not show
+    key = fingerprint([name, str(model), module_content(model), asdict(cfg),
+                       resolve_precision(device, cfg.precision), dry_run(),
                        data.name, data.source, data.y_train, data.x_train,
                        module_content(teacher) if teacher is not None else None])
     path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
@@ -386,7 +402,7 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
             model.load_state_dict(ckpt["model"])
             hist = History(**ckpt["history"])
             # the key covers the training data, not the test set: score the model on the one at hand
-            score = evaluate(model, data.x_test, data.y_test)
+            score = evaluate(model, data.x_test, data.y_test, precision=cfg.precision)
             hist.test_acc, hist.test_errors, hist.from_cache = score.accuracy, score.errors, True
             say(f"{name}: loaded from the cache (trained in {hist.seconds:.1f} s)")
             return model, hist
@@ -394,7 +410,7 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
             say(f"{name}: the cached checkpoint could not be used ({type(e).__name__}: {e}); training again")
             model = fresh()  # not the weights a half-done load left behind
     hist = fit(model, data, cfg, teacher=teacher, progress=progress, desc=name)
-    say(f"{name}: trained {cfg.epochs} epochs in {hist.seconds:.1f} s, test accuracy {hist.test_acc:.2%} "
+    say(f"{name}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy {hist.test_acc:.2%} "
         f"({hist.test_errors} errors)")
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)

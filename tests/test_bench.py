@@ -120,3 +120,18 @@ def test_estimated_setup_seconds_counts_the_teacher_per_batch_only_with_augmenta
     assert plain == pytest.approx(2 * one(30) + 2 * 2 * (one(3) + 3 * one(3)))
     augmented = replace(setup, student=replace(cfg, augment=True))
     assert bench.estimated_setup_seconds(augmented, 10.0, 1.0, 3) == pytest.approx(plain + 2 * 2 * 3 * one(10))
+
+
+def test_forward_flops_counts_attention_called_with_keywords_and_other_key_widths():
+    class Cross(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(8, 2, kdim=4, vdim=6, batch_first=True)
+
+        def forward(self, x):  # x: (B, 5, 8) queries; keys and values of other widths, 3 of them
+            k, v = torch.zeros(x.shape[0], 3, 4), torch.zeros(x.shape[0], 3, 6)
+            return self.attn(query=x, key=k, value=v, need_weights=False)[0]
+
+    L, S, E = 5, 3, 8
+    expected = 2 * L * E * E + 2 * S * (4 + 6) * E + 2 * 2 * L * S * E + 2 * L * E * E
+    assert bench.forward_flops(Cross(), shape=(L, E)) == expected

@@ -51,6 +51,7 @@ def test_the_experiment_chapters_are_found():
 @pytest.mark.parametrize("chapter", EXPERIMENTS, ids=lambda p: p.stem)
 def test_the_full_profile_runs_end_to_end_in_a_dry_run(chapter, tmp_path):
     nb = nbformat.read(chapter, as_version=4)
+    reproduce.reuse_downloads(tmp_path)
     env = {"KDLIB_PROFILE": "full", "KDLIB_DRY_RUN": "1", "KDLIB_CACHE": str(tmp_path), "TQDM_DISABLE": "1"}
     fresh, error = reproduce.execute(nb, BOOK, env, timeout=600)
     assert error is None, f"{chapter.name} failed in the full profile's dry run: {error}"

@@ -227,3 +227,17 @@ def test_layer_table_restores_the_modes():
     model.train()
     km.layer_table(model, (1, 28, 28))
     assert all(m.training for m in model.modules())
+
+
+def test_layer_table_of_a_vit_adds_up_and_counts_attention_as_one_layer():
+    table = km.layer_table(km.vit_tiny_cifar())
+    lines = table.splitlines()
+    rows = [int(line.split()[-1].replace(",", "")) for line in lines[1:-1]]
+    assert sum(rows) == km.count_params(km.vit_tiny_cifar()) == 1_806_538
+    assert sum("MultiheadAttention" in line for line in lines) == 6
+    assert lines[-2].startswith("parameters outside these layers")  # the class token and positions
+
+
+def test_layer_table_needs_a_model_with_parameters():
+    with pytest.raises(ValueError, match="model must have parameters"):
+        km.layer_table(nn.ReLU(), (4,))

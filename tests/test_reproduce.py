@@ -26,11 +26,15 @@ def notebook(*printed: str):
     ("94.20%", "94.60%", True), ("94.20%", "94.80%", False),      # percentages: 0.5 points
     ("2,395,210", "2,395,210", True), ("2,395,210", "2,395,211", False),  # sizes: exactly
     ("77", "80", True), ("77", "81", False), ("472", "486", True),   # counts: max(3, 3%)
-    ("0.0074", "0.0081", True), ("0.30", "0.45", False),            # small numbers: max(0.02, 25%)
+    ("0", "2", True), ("998", "1,001", True), ("1,001", "998", True),  # counts, however printed
+    ("77.3", "80.1", True), ("77.3", "81.0", False),                # means: max(3, 3%)
+    ("0.0074", "0.0081", True), ("0.30", "0.45", False),            # small numbers: max(0.05, 25%)
+    ("1.3", "1.6", True), ("1.3", "2.0", False),                    # no jump at 1
     ("50%", "50", False),
 ])
 def test_numbers_are_compared_with_the_stated_tolerance(stored, fresh, ok):
     assert reproduce.within(stored, fresh) is ok
+    assert reproduce.within(fresh, stored) is ok  # symmetric
 
 
 def test_every_number_of_every_line_is_compared():
@@ -43,9 +47,9 @@ def test_every_number_of_every_line_is_compared():
 
 def test_timings_cache_lines_and_versions_are_not_compared():
     stored = notebook("profile: cpu | device: cpu | torch 2.14.1\nteacher: loaded from the cache (key ab12)\n"
-                      "seconds per run: 236.4\ntook 12 s\n")
+                      "seconds per run: 236.4\ntook 12 s\nmachine load 7.7 on 2 cores at the start\n")
     fresh = notebook("profile: cpu | device: cpu | torch 2.15.0\nteacher: trained 30 epochs in 16.0 s\n"
-                     "seconds per run: 16.0\ntook 3 s\n")
+                     "seconds per run: 16.0\ntook 3 s\nmachine load 0.2 on 2 cores at the start\n")
     assert list(reproduce.compare_cells(stored, fresh)) == []
 
 
@@ -71,3 +75,9 @@ def test_a_chapter_reproduces_and_a_failed_assert_does_not(tmp_path, capsys):
     nbformat.write(bad, tmp_path / "bad.ipynb")
     assert reproduce.main([str(tmp_path / "bad.ipynb")]) == 1
     assert "FAILED: a cell raised" in capsys.readouterr().out
+
+
+def test_cells_tagged_timings_are_not_compared():
+    stored, fresh = notebook("large  14,728,266  626  6.023  734.2\n"), notebook("large  14,728,266  626  0.5  45.3\n")
+    stored.cells[0].metadata["tags"] = ["timings"]
+    assert list(reproduce.compare_cells(stored, fresh)) == []

@@ -438,8 +438,11 @@ def test_each_precision_trains_a_distilled_student_on_the_cpu(precision):
     kd.fit(teacher, data, kd.FitConfig(epochs=4, batch_size=32, lr=0.05), progress=False)
     torch.manual_seed(1)
     student = linear()
+    dtypes = set()  # what the student's first layer computes in, during training
+    student[0].register_forward_hook(lambda m, args, out: dtypes.add(out.dtype) if m.training else None)
     cfg = kd.FitConfig(epochs=8, batch_size=32, lr=0.05, precision=precision)
     hist = kd.fit(student, data, cfg, teacher=teacher, progress=False)
+    assert dtypes == {{"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]}
     assert all(torch.isfinite(torch.tensor(hist.step_loss)))
     assert hist.epoch_loss[-1] < 0.5 * hist.epoch_loss[0]  # the loss falls
     assert hist.test_acc > 0.9
@@ -473,3 +476,13 @@ def test_an_unknown_precision_is_a_clear_error():
         kd.FitConfig(precision="fp8")
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision(torch.device("cpu"), "half")
+
+
+def test_the_teachers_logits_are_cached_per_precision():
+    torch.manual_seed(0)
+    teacher, x = linear(), torch.randn(64, 8)
+    fp32 = kd.teacher_logits(teacher, x, precision="fp32")
+    bf16 = kd.teacher_logits(teacher, x, precision="bf16")
+    assert fp32.dtype == bf16.dtype == torch.float32  # handed back as float32 either way
+    assert not torch.equal(fp32, bf16)  # a separate entry: the bf16 pass rounds
+    assert torch.equal(kd.teacher_logits(teacher, x, precision="fp32"), fp32)
