@@ -153,25 +153,34 @@ def reuse_downloads(cache: Path) -> None:
         (cache / "data").symlink_to(data, target_is_directory=True)
 
 
-def reproduce(path: Path, profile: Optional[str] = None, write: bool = False) -> bool:
-    """Re-run one chapter and print its table; True when every cell ran and every number is within tolerance."""
+def reproduce(path: Path, profile: Optional[str] = None, write: bool = False,
+              cache: Optional[Path] = None) -> bool:
+    """Re-run one chapter and print its table; True when every cell ran and every number is within tolerance.
+
+    cache: a model cache to use and keep (runs trained before load from it); None: an empty one.
+    """
     nb = nbformat.read(path, as_version=4)
     profile = profile or stored_profile(nb) or "smoke"
-    with tempfile.TemporaryDirectory(prefix="kdlib-cache-") as cache:
-        reuse_downloads(Path(cache))
-        env = {"KDLIB_PROFILE": profile, "KDLIB_CACHE": cache, "KDLIB_DRY_RUN": "0", "TQDM_DISABLE": "1"}
+    with tempfile.TemporaryDirectory(prefix="kdlib-cache-") as empty:
+        if cache is None:
+            cache = Path(empty)
+            reuse_downloads(cache)
+        env = {"KDLIB_PROFILE": profile, "KDLIB_CACHE": str(cache), "KDLIB_DRY_RUN": "0", "TQDM_DISABLE": "1"}
         start = time.perf_counter()
         fresh, error = execute(nb, path.resolve().parent, env)
         minutes = (time.perf_counter() - start) / 60
     rows = list(compare_cells(nb, fresh))
     bad = [r for r in rows if not r.ok]
-    print(f"\n== {path}  profile {profile}, empty cache: ran in {minutes:.1f} min")
+    print(f"\n== {path}  profile {profile}, {'empty cache' if cache == Path(empty) else f'cache {cache}'}: "
+          f"ran in {minutes:.1f} min")
     print(f"tolerances: {TOLERANCES}")
     print(f"{'cell':>4}  {'stored':>12}  {'fresh':>12}  ok  line")
     for r in rows:
         print(f"{r.cell:>4}  {r.stored:>12}  {r.fresh:>12}  {'yes' if r.ok else 'NO':>3}  {r.line[:70]}")
     if error:
-        print(f"FAILED: a cell raised: {error}")
+        kept = Path(tempfile.gettempdir()) / f"{path.stem}.failed.ipynb"
+        nbformat.write(fresh, kept)  # what ran, to read what went wrong
+        print(f"FAILED: a cell raised: {error}\n(the executed notebook, up to that cell: {kept})")
     print(f"{len(rows) - len(bad)} of {len(rows)} numbers within tolerance" + (f"; {len(bad)} not" if bad else ""))
     if write and error is None:
         if not shown_widget_cells(fresh):  # widget outputs all hidden: no saved state, no widget manager
@@ -186,11 +195,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("chapters", nargs="+", type=Path)
     ap.add_argument("--profile", choices=("smoke", "cpu", "full"), help="instead of the stored outputs' profile")
     ap.add_argument("--write", action="store_true", help="store the fresh outputs in the chapter when it ran")
+    ap.add_argument("--cache", type=Path, help="a model cache to use and keep, instead of an empty one")
     args = ap.parse_args(argv)
     missing = [str(p) for p in args.chapters if not p.is_file()]
     if missing:
         ap.error(f"no such notebook: {', '.join(missing)}")
-    results = {p: reproduce(p, args.profile, args.write) for p in args.chapters}
+    results = {p: reproduce(p, args.profile, args.write, args.cache) for p in args.chapters}
     print("\n" + "\n".join(f"{'reproduced' if ok else 'NOT reproduced'}: {p}" for p, ok in results.items()))
     return 0 if all(results.values()) else 1
 
