@@ -174,8 +174,8 @@ def runs_line(what: str, runs: Sequence[History]) -> str:
     """One line for an experiment's output: how many of its runs came from the cache, how many trained now."""
     loaded = sum(h.from_cache for h in runs)
     trained = len(runs) - loaded
-    return (f"{what}: {len(runs)} runs, {loaded} loaded from the cache, {trained} trained now; "
-            f"training took {sum(h.seconds for h in runs):.0f} s in all")
+    return (f"{what}: {len(runs)} runs, {loaded} from the cache, {trained} trained now; "
+            f"{sum(h.seconds for h in runs):.0f} s of training")
 
 
 def grid(data: Data, setup: Setup, teacher: nn.Module, Ts: Sequence[float], alphas: Sequence[float],

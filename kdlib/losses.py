@@ -241,15 +241,13 @@ def loss_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     return (alpha * soft + (1 - alpha) * hard) / B
 
 
-def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
-                           labels: Tensor, alpha: float = 0.5,
-                           check: bool = True) -> Tensor:
+def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                           alpha: float = 0.5, check: bool = True) -> Tensor:
     """DeiT's hard-label distillation: cross entropy on the teacher's arg-max.
 
         L = alpha * CE(onehot(argmax v), q^1) + (1 - alpha) * CE(onehot(y), q^1)
 
-    Shapes: (B, C), (B, C), (B,) -> scalar. DeiT uses alpha = 0.5.
-    check: as in distillation_loss.
+    Shapes: (B, C), (B, C), (B,) -> scalar. DeiT uses alpha = 0.5. check: as in distillation_loss.
     """
     alpha = check_alpha(alpha)
     if check:

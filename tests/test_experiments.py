@@ -204,5 +204,5 @@ def test_compare_prints_one_line_for_the_whole_experiment(capsys, tmp_path, monk
     ex.compare(data, setup, progress=False)
     ex.compare(data, setup, progress=False)
     first, second = capsys.readouterr().out.splitlines()
-    assert first.startswith("teacher and students: 5 runs, 0 loaded from the cache, 5 trained now")
-    assert second.startswith("teacher and students: 5 runs, 5 loaded from the cache, 0 trained now")
+    assert first.startswith("teacher and students: 5 runs, 0 from the cache, 5 trained now")
+    assert second.startswith("teacher and students: 5 runs, 5 from the cache, 0 trained now")
