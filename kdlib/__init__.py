@@ -12,7 +12,7 @@ The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (importe
 """
 import importlib
 
-from . import analysis, experiments, models, transfer
+from . import analysis, distributed, experiments, models, transfer
 from .book import glue
 from .checks import DistillationSetupWarning, check_distillation_setup
 from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
@@ -20,7 +20,8 @@ from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distil
                      log_softmax_t, loss_gradient, mixed_target, soft_targets, softmax_t)
 from .models import count_params
 from .profiles import describe_run, dry_run, is_quick, pick, select_device, select_profile
-from .train import FitConfig, History, Score, evaluate, fit, frozen_forward, teacher_logits, train_or_load
+from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
+from .train import FitConfig, History, Score, evaluate, fit, train_or_load
 
 __version__ = "0.1.0"
 
@@ -32,11 +33,12 @@ __all__ = [
     "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip",
     "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
+    "Indexed", "logit_table",
     "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
     # the book's pages
     "glue",
     # modules
-    "analysis", "experiments", "models", "transfer", "plots", "widgets", "bench",
+    "analysis", "distributed", "experiments", "models", "transfer", "plots", "widgets", "bench",
 ]
 
 _LAZY = {"plots", "widgets", "bench"}

@@ -32,8 +32,9 @@ from .data import DATASETS, Data, load_dataset
 from .models import count_params, eval_mode, hinton_student, hinton_teacher, probe
 from .profiles import dry_run, select_device
 from .losses import distillation_loss
-from .train import (FitConfig, autocast, backward_step, evaluate, fit, frozen_forward, grad_scaler, teacher_logits,
-                    train_or_load)
+from .precision import autocast, grad_scaler
+from .teacher import frozen_forward, teacher_logits
+from .train import FitConfig, backward_step, evaluate, fit, train_or_load
 
 __all__ = ["seed_style_epochs", "floor_epochs", "run", "step_seconds", "forward_flops", "inference_ms",
            "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS", "Speed", "speed_table", "format_speed",

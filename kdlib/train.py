@@ -3,44 +3,39 @@
     fit(model, data, config)                    cross entropy on the labels
     fit(model, data, config, teacher=teacher)   kdlib's distillation loss, teacher frozen
 
-The teacher's logits do not change while the student learns, so on un-augmented data they
-are computed once (in large batches, no gradient) and each batch reads its rows by index.
-With augmentation every batch is a new image, so the teacher runs on every batch.
+data is a kdlib Data (tensors on the device; batches are shuffled index slices) or any iterable of
+batches, such as a torch DataLoader: the loop is the same, only where the batches come from differs.
+The teacher's logits do not change while the student learns from fixed inputs, so they are computed
+once (kdlib.teacher) and each batch reads its rows by index; with augmentation every batch is a new
+image, and the teacher runs on every batch. Under torchrun the same loop trains on several processes
+(kdlib.distributed).
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import os
 import time
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from numbers import Integral, Real
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import Data, augment_crop_flip, batch_indices, cache_dir
-from .models import eval_mode
+from .keys import fingerprint, module_content
 from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
+from .models import eval_mode
+from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
+from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
 
-__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load"]
+__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load"]
 
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
+# a batch: (x (B, ...), y (B,)) or (x, y, index (B,)), index the samples' positions in the data set
+Batches = Iterable[Tuple[Tensor, ...]]
 
 
 @dataclass
@@ -95,98 +90,48 @@ class Score(NamedTuple):
     errors: int
     loss: float
 
-
-# ------------------------------------------------------------------ the teacher's side
 @torch.no_grad()
-def frozen_forward(teacher: nn.Module, x: Tensor, batch_size: int = 1024,
-                   precision: str = "auto") -> Tensor:
-    """The teacher's logits (N, C) for x (N, ...), in eval mode, without gradient, in large batches.
-
-    The products run in `precision` (see resolve_precision); the logits come back as float32.
-    """
-    with eval_mode(teacher), autocast(x.device, precision):
-        return torch.cat([teacher(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
-
-
-_LOGIT_CACHE: Dict[tuple, tuple] = {}
-
-
-def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024, precision: str = "auto") -> Tensor:
-    """frozen_forward(teacher, x, precision=...), remembered: the same teacher, unchanged, on the same
-    images, in the same precision, skips the pass.
-
-    The key is content, not identity: fingerprint(module_content(teacher)), every byte of every
-    parameter, buffer and tensor attribute with each submodule's class and settings, and every byte
-    of x with its dtype, shape and device. So any change is a miss, however it is made (an optimiser
-    step, p.data.mul_, p.data = t, vector_to_parameters, a new nn.Parameter, batch-norm statistics,
-    x.data, the numpy array under torch.from_numpy), and an equal copy of x is a hit. A hit also
-    needs the same teacher object (a weak reference). Not in the key: the teacher's code and hooks.
-    Cost: one pass over the bytes, 0.1 s for 60,000 Fashion-MNIST images (188 MB) on a 2-core CPU;
-    kdlib.fit pays it once per call, never per step. Returns a copy: changing it leaves the cache intact.
-    """
-    precision = resolve_precision(x.device, precision)
-    key = (id(teacher), fingerprint([module_content(teacher), x, str(x.device), precision]))
-    hit = _LOGIT_CACHE.get(key)
-    if hit is None or hit[0]() is not teacher:
-        if len(_LOGIT_CACHE) >= 8:
-            _LOGIT_CACHE.pop(next(iter(_LOGIT_CACHE)))
-        hit = _LOGIT_CACHE[key] = (weakref.ref(teacher), frozen_forward(teacher, x, batch_size, precision))
-    return hit[1].clone()
-
-
-def resolve_precision(device: torch.device, precision: str = "auto") -> str:
-    """The precision of the matrix products: precision itself, or for "auto" the device's best.
-
-    "auto" is bf16 on a GPU that supports it (Ampere and later: as fast as fp16, and no gradient
-    scaling, since bf16 has float32's range), fp16 on older GPUs, and fp32 on a CPU (where bf16
-    matrix products are slower than fp32 on most processors).
-    """
-    if check_precision(precision) != "auto":
-        return precision
-    if device.type == "cuda":  # bf16 in hardware from compute capability 8 (Ampere) on
-        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    """Mixed precision (torch.autocast) for bf16 and fp16, plain float32 for fp32; on any device.
-
-    For fp32 it is a null context, not a disabled autocast: entering even a disabled one costs
-    about half a millisecond on a CPU, which is a tenth of a small training step.
-    """
-    precision = resolve_precision(device, precision)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024,
+def evaluate(model: nn.Module, x: Union[Tensor, Batches], y: Optional[Tensor] = None, batch_size: int = 1024,
              precision: str = "auto") -> Score:
-    """Accuracy, number of errors and mean cross entropy of model on (x (N, ...), y (N,)), in eval mode.
+    """Accuracy, number of errors and mean cross entropy of model, in eval mode, on x (N, ...) with
+    labels y (N,), or on the batches of x when it is an iterable of (x, y) batches (a DataLoader).
 
-    The products run in `precision` (see resolve_precision).
+    The products run in `precision` (see kdlib.precision.resolve_precision).
     """
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"x and y must hold the same number (>= 1) of examples, got {len(x)} and {len(y)}")
-    with eval_mode(model), autocast(x.device, precision):
-        logits = torch.cat([model(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
-    errors = int((logits.argmax(1) != y).sum())
-    return Score(1 - errors / len(y), errors, F.cross_entropy(logits, y).item())
+    if isinstance(x, Tensor):
+        if y is None or len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"x and y must hold the same number (>= 1) of examples, got {len(x)} and "
+                             f"{None if y is None else len(y)}")
+        return _score(_test_sums(model, _slices(x, y, batch_size), precision))
+    return _score(_test_sums(model, x, precision))
+
+
+def _slices(x: Tensor, y: Tensor, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
+    return ((x[i: i + batch_size], y[i: i + batch_size]) for i in range(0, len(x), batch_size))
+
+
+def _test_sums(model: nn.Module, batches: Batches, precision: str) -> Tensor:
+    """(errors, summed cross entropy, examples) of model on the batches, as one float64 tensor."""
+    device = next(model.parameters()).device
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    with eval_mode(model), autocast(device, precision):
+        for batch in batches:
+            x, y = batch[0].to(device), batch[1].to(device)
+            logits = model(x).float()
+            sums += torch.stack([(logits.argmax(1) != y).sum().double(),
+                                 F.cross_entropy(logits, y, reduction="sum").double(),
+                                 torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+    return sums
+
+
+def _score(sums: Tensor) -> Score:
+    errors, loss, n = sums.tolist()
+    if n == 0:
+        raise ValueError("the test set must hold at least one example, got none")
+    return Score(1 - errors / n, int(errors), loss / n)
 
 
 # ------------------------------------------------------------------ the loop
-def grad_scaler(device: torch.device, precision: str = "auto") -> Optional[torch.amp.GradScaler]:
-    """A gradient scaler for fp16 training, on any device; None (a plain step) for fp32 and bf16.
-
-    fp16's smallest normal number is 6e-5: small gradients would round to zero unless the loss is
-    scaled up before backward() and the gradients scaled back down before the step.
-    """
-    if resolve_precision(device, precision) != "fp16":
-        return None
-    return torch.amp.GradScaler(device.type)
-
-
 def backward_step(loss: Tensor, opt: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
     """loss.backward() and opt.step(); with float16, scale the loss so small gradients do not round to zero."""
     if scaler is None:
@@ -204,17 +149,20 @@ def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def check_fit_inputs(model: nn.Module, data: Data, teacher: Optional[nn.Module]) -> None:
-    if len(data.x_train) != len(data.y_train) or data.y_train.dtype != torch.int64:
-        raise ValueError(f"data must have one int64 label per training image, got {len(data.x_train)} images "
-                         f"and labels {tuple(data.y_train.shape)} of dtype {data.y_train.dtype}")
-    check_labels(data.y_train, len(data.y_train), data.num_classes, name="data.y_train")
+def check_fit_inputs(model: nn.Module, x: Tensor, y: Tensor, num_classes: Optional[int],
+                     teacher: Optional[nn.Module], name: str = "data.y_train") -> None:
+    """The labels y (B,), called `name` in errors, are int64 in [0, classes); model and teacher give one
+    logit per class on x."""
+    if len(x) != len(y) or y.dtype != torch.int64:
+        raise ValueError(f"{name} must hold one int64 label per training image, got {len(x)} images "
+                         f"and labels {tuple(y.shape)} of dtype {y.dtype}")
     # two examples, not one: a batch norm without running statistics needs two values per channel
-    probe = data.x_train[:2]
+    probe = x[:2].to(next(model.parameters()).device)
     with torch.no_grad(), eval_mode(model):
         C = model(probe).shape[-1]
-    if C != data.num_classes:
-        raise ValueError(f"model gives {C} logits but the data has {data.num_classes} classes")
+    if num_classes is not None and C != num_classes:
+        raise ValueError(f"model gives {C} logits but the data has {num_classes} classes")
+    check_labels(y, len(y), C, name=name)
     if teacher is not None:
         Ct = frozen_forward(teacher, probe).shape[-1]
         if Ct != C:
@@ -222,53 +170,128 @@ def check_fit_inputs(model: nn.Module, data: Data, teacher: Optional[nn.Module])
                              f"teacher and student must share the classes")
 
 
-def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
-        progress: bool = True, desc: str = "",
-        loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None) -> History:
-    """Train model on data.x_train (N, ...) and labels (N,); with a teacher, distil from it.
+# each source yields, per step, (x, y, index or None, weight): weight scales this process's loss so
+# that the step is the one of the global batch (see kdlib.distributed)
+def tensor_batches(data: Data, batch_size: int, gen: torch.Generator) -> Iterator[tuple]:
+    """One epoch of data's training tensors: shuffled global batches of batch_size, this process's rows."""
+    W = distributed.world_size()
+    for idx in batch_indices(len(data.y_train), batch_size, gen, data.x_train.device):
+        if W > 1:
+            if len(idx) < W:  # a last batch smaller than the world: some process would have no rows
+                continue
+            mine = distributed.shard(idx)
+            yield data.x_train[mine], data.y_train[mine], mine, len(mine) * W / len(idx)
+        else:
+            yield data.x_train[idx], data.y_train[idx], idx, 1.0
 
+
+def loader_batches(loader: Batches, epoch: int, device: torch.device) -> Iterator[tuple]:
+    """One epoch of a DataLoader (or any iterable of batches), moved to device; a DistributedSampler
+    gets the epoch, so that each epoch is a new permutation, the same on every process."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    for batch in loader:
+        index = batch[2] if len(batch) > 2 else None
+        yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True), index, 1.0
+
+
+def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str) -> Optional[Tensor]:
+    """The teacher's logits (N, C) for every training input, read by index during training, or None
+    when the data offers no index (then the teacher runs on every batch).
+
+    A Data: teacher_logits, in memory (on several processes each computes its strided share).
+    A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache.
+    """
+    if isinstance(data, Data):
+        n = len(data.y_train)
+        return distributed.gather_rows(teacher_logits(teacher, distributed.shard(data.x_train), precision=precision), n)
+    dataset = getattr(data, "dataset", None)
+    if isinstance(dataset, Indexed):
+        return logit_table(teacher, dataset, batch_size=max(getattr(data, "batch_size", None) or 1, 256),
+                           num_workers=getattr(data, "num_workers", 0), collate_fn=getattr(data, "collate_fn", None),
+                           precision=precision)
+    return None
+
+
+def steps_per_epoch(data: Union[Data, Batches], batch_size: int) -> Optional[int]:
+    if isinstance(data, Data):
+        full, last = divmod(len(data.y_train), batch_size)
+        return full + (last >= distributed.world_size())  # a last batch smaller than the world is left out
+    try:
+        return len(data)
+    except TypeError:  # an iterable without a length
+        return None
+
+
+def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: Optional[nn.Module] = None,
+        progress: bool = True, desc: str = "",
+        loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None,
+        test: Union[Data, Batches, None] = None) -> History:
+    """Train model on data; with a teacher, distil from it. Returns the History; the model is trained in place.
+
+    data: a kdlib Data, whose training tensors x_train (N, ...) and y_train (N,) sit on the device
+    (batches of cfg.batch_size are shuffled index slices), or any iterable of batches, e.g. a torch
+    DataLoader (its batch size and order rule; cfg.batch_size is not used): each (x, y) or (x, y, index)
+    with index (B,) the samples' positions in data.dataset (kdlib.Indexed adds it). Batches move to
+    the model's device. test: scored after each epoch, a Data or an iterable of (x, y) batches;
+    default: data's own test set when data is a Data.
     Loss per batch: cross entropy with the labels alone; with a teacher, distillation_loss(z, v, y,
     cfg.T, cfg.alpha) on its logits v (or hard_distillation_loss when cfg.hard_distillation), or
     loss_fn(z, v, y) when given (z, v: (B, C) logits, y: (B,) labels; e.g. a loss with a known bug).
-    The teacher stays in eval mode under no_grad and is never changed. Returns the History;
-    the model is trained in place.
+    The teacher stays in eval mode under no_grad and is never changed. Its logits come from a table
+    made once (fixed_logits) on fixed inputs, from a pass per batch with cfg.augment.
+    Under torchrun, every process calls fit alike and trains one model (kdlib.distributed): a Data's
+    global batch of cfg.batch_size is split between the processes; a DataLoader should have a
+    DistributedSampler. Only rank 0 shows progress.
     """
-    check_fit_inputs(model, data, teacher)
     if loss_fn is not None and teacher is None:
         raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
-    device = data.x_train.device
+    in_memory = isinstance(data, Data)
+    if in_memory:
+        check_fit_inputs(model, data.x_train, data.y_train, data.num_classes, teacher)
+        test = data if test is None else test
+    elif isinstance(data, Tensor) or not hasattr(data, "__iter__"):
+        raise TypeError(f"data must be a kdlib Data or an iterable of (x, y[, index]) batches such as a "
+                        f"DataLoader, got {type(data).__name__}")
+    device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)                       # dropout masks
     gen = torch.Generator().manual_seed(cfg.seed)     # batch order and augmentation
     opt = make_optimizer(model, cfg)
     epochs = min(cfg.epochs, DRY_RUN_EPOCHS) if dry_run() else cfg.epochs  # KDLIB_DRY_RUN: code paths, not results
-    steps = epochs * -(-len(data.y_train) // cfg.batch_size)
+    per_epoch = steps_per_epoch(data, cfg.batch_size)
+    if cfg.schedule == "cosine" and per_epoch is None:
+        raise ValueError("schedule='cosine' needs the number of steps: data must have a length (a DataLoader has)")
+    steps = per_epoch and epochs * per_epoch
     # cosine: lr_t = lr * (1 + cos(pi t / steps)) / 2, from lr down to 0 over the run
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
              if cfg.schedule == "cosine" else None)
     precision = resolve_precision(device, cfg.precision)  # of the student, its teacher and the tests
     scaler = grad_scaler(device, precision)
+    net = distributed.wrap(model)  # DistributedDataParallel under torchrun; the model itself otherwise
     hist = History()
-    # TQDM_DISABLE=1 silences the bar too (for executing the book's pages)
-    quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
+    # TQDM_DISABLE=1 silences the bar too (for executing the book's pages); only rank 0 shows one
+    quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0") or not distributed.is_main()
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
     start = time.perf_counter()
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
-    fixed = teacher is not None and not cfg.augment
-    cached = teacher_logits(teacher, data.x_train, precision=precision) if fixed else None
+    cached = fixed_logits(teacher, data, precision) if teacher is not None and not cfg.augment else None
     model.train()
     for epoch in range(epochs):
-        losses, accs = [], []
-        for idx in batch_indices(len(data.y_train), cfg.batch_size, gen, device):
-            x, y = data.x_train[idx], data.y_train[idx]
+        losses, correct, sizes = [], [], []
+        batches = tensor_batches(data, cfg.batch_size, gen) if in_memory else loader_batches(data, epoch, device)
+        for step, (x, y, idx, weight) in enumerate(batches):
+            if step == 0 and epoch == 0 and not in_memory:  # a DataLoader's batches, checked once
+                check_fit_inputs(model, x, y, None, teacher, name="the labels of data's first batch")
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
             with autocast(device, precision):
-                z = model(x)
+                z = net(x)
             # the labels were checked once, up front: no per-step checks (each syncs a GPU)
             if teacher is None:
                 loss = F.cross_entropy(z.float(), y)
             else:
-                v = cached[idx] if fixed else frozen_forward(teacher, x, len(x), precision)
+                v = cached[idx].to(device) if cached is not None else frozen_forward(teacher, x, len(x), precision)
                 if loss_fn is not None:
                     loss = loss_fn(z.float(), v, y)
                 elif cfg.hard_distillation:
@@ -276,95 +299,49 @@ def fit(model: nn.Module, data: Data, cfg: FitConfig, teacher: Optional[nn.Modul
                 else:
                     loss = distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False)
             opt.zero_grad(set_to_none=True)
-            backward_step(loss, opt, scaler)
+            backward_step(loss * weight if weight != 1.0 else loss, opt, scaler)
             if sched is not None:
                 sched.step()
             # keep the numbers on the device; one transfer per epoch, not one per step
             losses.append(loss.detach())
-            accs.append((z.argmax(1) == y).float().mean())
+            correct.append((z.argmax(1) == y).sum())
+            sizes.append(len(y))
             bar.update()
-        if not torch.isfinite(torch.stack(losses)).all():  # a clear error, never a NaN history
-            raise RuntimeError(f"training diverged in epoch {epoch + 1}: the loss is no longer finite; "
-                               f"try a smaller lr than {cfg.lr}")
-        hist.step_loss += torch.stack(losses).tolist()
-        hist.step_acc += torch.stack(accs).tolist()
-        hist.epoch_loss.append(sum(hist.step_loss[-len(losses):]) / len(losses))
-        if cfg.eval_each_epoch and epoch < epochs - 1:  # the last epoch's score comes below
-            score = evaluate(model, data.x_test, data.y_test, precision=precision)
-            hist.epoch_test_acc.append(score.accuracy)
+        end_of_epoch(hist, losses, correct, sizes, epoch, cfg.lr)
+        if cfg.eval_each_epoch and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
+            hist.epoch_test_acc.append(test_score(model, test, precision).accuracy)
             bar.set_postfix(loss=f"{hist.epoch_loss[-1]:.3f}", test_acc=f"{hist.epoch_test_acc[-1]:.4f}")
     bar.close()
     hist.seconds = time.perf_counter() - start  # training time: the final test below is not in it
-    score = evaluate(model, data.x_test, data.y_test, precision=precision)
-    hist.epoch_test_acc.append(score.accuracy)
-    hist.test_acc, hist.test_errors = score.accuracy, score.errors
+    if test is not None:
+        score = test_score(model, test, precision)
+        hist.epoch_test_acc.append(score.accuracy)
+        hist.test_acc, hist.test_errors = score.accuracy, score.errors
     return hist
 
 
-# ------------------------------------------------------------------ train once, then load
-def fingerprint(obj) -> str:
-    """A short hash of the content of tensors, dicts, lists, tuples, numbers and strings: a cache key.
-
-    Every byte of every tensor goes in (bfloat16 too), with its dtype and shape, as does every
-    number, with 4 and 4.0 alike. Each item is framed by its type and size, so no two different
-    objects feed the same bytes. SHA-1; a tensor over 16 MB is hashed in 16 MB pieces on up to
-    8 threads (each copies its piece off the GPU, if any), then their digests: 60,000 Fashion-MNIST
-    images (60,000 x 784 float32, 188 MB) take 0.10 s on a 2-core CPU (0.14 s on one thread).
-    """
-    h = hashlib.sha1()
-
-    def feed(o):
-        if isinstance(o, Tensor):
-            h.update(f"tensor {o.dtype} {tuple(o.shape)}\n".encode())
-            flat = o.detach().resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8)
-            if len(flat) <= _PIECE:
-                h.update(flat.cpu().numpy())  # every byte, whatever the dtype
-            else:  # hashlib lets go of the GIL: the pieces are copied and hashed side by side
-                with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-                    for digest in pool.map(_sha1, flat.split(_PIECE)):
-                        h.update(digest)
-        elif isinstance(o, dict):
-            h.update(f"dict {len(o)}\n".encode())
-            for k in sorted(o, key=str):
-                feed(str(k))
-                feed(o[k])
-        elif isinstance(o, (list, tuple)):
-            h.update(f"list {len(o)}\n".encode())
-            for v in o:
-                feed(v)
-        else:
-            if isinstance(o, Real) and not isinstance(o, bool):  # T=4 and T=4.0 are the same run
-                o = int(o) if isinstance(o, Integral) or float(o).is_integer() else float(o)
-            h.update(json.dumps(o, sort_keys=True, default=str).encode() + b"\n")
-
-    feed(obj)
-    return h.hexdigest()[:16]
+def end_of_epoch(hist: History, losses: List[Tensor], correct: List[Tensor], sizes: List[int], epoch: int,
+                 lr: float) -> None:
+    """Record an epoch's per-step losses and accuracies in hist, over all processes (one all-reduce)."""
+    if not losses:
+        raise ValueError(f"data gave no batch in epoch {epoch + 1}")
+    n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+    # per step: summed loss, correct answers and examples, summed over the processes
+    loss_sum, right, n = distributed.all_sum(torch.stack([torch.stack(losses).float() * n,
+                                                          torch.stack(correct).float(), n]))
+    if not torch.isfinite(loss_sum).all():  # a clear error, never a NaN history
+        raise RuntimeError(f"training diverged in epoch {epoch + 1}: the loss is no longer finite; "
+                           f"try a smaller lr than {lr}")
+    hist.step_loss += (loss_sum / n).tolist()
+    hist.step_acc += (right / n).tolist()
+    hist.epoch_loss.append(sum(hist.step_loss[-len(losses):]) / len(losses))
 
 
-_PIECE = 1 << 24  # bytes
-
-
-def _sha1(piece: Tensor) -> bytes:
-    return hashlib.sha1(piece.cpu().numpy()).digest()
-
-
-_SETTING = (bool, int, float, str, type(None), Tensor)
-
-
-def module_content(module: nn.Module) -> Dict[str, list]:
-    """What decides a module's output besides its code, per submodule (by name): for fingerprint.
-
-    Each submodule's class, its settings (its plain attributes that are numbers, strings, flags or
-    tensors, or tuples and lists of them; not the training flag) and its own parameters and buffers,
-    persistent or not (a state_dict leaves out the others).
-    """
-    content = {}
-    for name, m in module.named_modules():
-        settings = {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training" and (
-            isinstance(v, _SETTING) or isinstance(v, (tuple, list)) and all(isinstance(e, _SETTING) for e in v))}
-        content[name] = [f"{type(m).__module__}.{type(m).__qualname__}", settings,
-                         dict(m.named_parameters(recurse=False)), dict(m.named_buffers(recurse=False))]
-    return content
+def test_score(model: nn.Module, test: Union[Data, Batches], precision: str) -> Score:
+    """The model's score on the test set, over all processes: each scores its share, the sums are added."""
+    if isinstance(test, Data):
+        test = _slices(distributed.shard(test.x_test), distributed.shard(test.y_test), 1024)
+    return _score(distributed.all_sum(_test_sums(model, test, precision)))
 
 
 def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
@@ -393,7 +370,7 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
                        data.name, data.source, data.y_train, data.x_train,
                        module_content(teacher) if teacher is not None else None])
     path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
-    say = print if verbose else (lambda *a: None)
+    say = print if verbose and distributed.is_main() else (lambda *a: None)
     if cache and path.exists():
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True)
@@ -412,7 +389,7 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
     hist = fit(model, data, cfg, teacher=teacher, progress=progress, desc=name)
     say(f"{name}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy {hist.test_acc:.2%} "
         f"({hist.test_errors} errors)")
-    if cache:
+    if cache and distributed.is_main():  # one writer, however many processes trained the model
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"key": key, "name": name, "config": asdict(cfg), "model": model.state_dict(),

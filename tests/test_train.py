@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import kdlib as kd
-from kdlib.train import autocast, grad_scaler, resolve_precision
+import kdlib.keys
+from kdlib.precision import autocast, grad_scaler, resolve_precision
 
 
 def blobs(n=256, d=8, classes=3, seed=0):
@@ -391,7 +392,7 @@ def test_fit_evaluate_and_frozen_forward_give_each_submodule_its_own_mode_back()
     assert [m.training for m in teacher.modules()] == modes
     kd.evaluate(teacher, data.x_test, data.y_test)
     kd.frozen_forward(teacher, data.x_test)
-    kd.train.check_fit_inputs(teacher, data, teacher)
+    kd.train.check_fit_inputs(teacher, data.x_train, data.y_train, data.num_classes, teacher)
     assert [m.training for m in teacher.modules()] == modes
 
 
@@ -410,7 +411,7 @@ def test_train_or_load_accepts_a_bfloat16_teacher():
     a = torch.randn(16, dtype=torch.bfloat16)
     b = a.clone()
     b[3] += 1
-    assert kd.train.fingerprint(a) == kd.train.fingerprint(a.clone()) != kd.train.fingerprint(b)
+    assert kd.keys.fingerprint(a) == kd.keys.fingerprint(a.clone()) != kd.keys.fingerprint(b)
 
 
 def test_T_4_and_T_4_0_are_the_same_run_with_one_checkpoint(capsys):

@@ -1,0 +1,70 @@
+"""One distillation run for tests/test_distributed.py: under torchrun (several processes) or plain python (one).
+
+    python distributed_run.py OUT            a Data in memory, through kd.train_or_load
+    python distributed_run.py OUT loader     a DataLoader over kd.Indexed with a DistributedSampler
+
+Writes OUT/weights.pt (rank 0 only, as a user's script would) and OUT/seen-<rank>.json: the indices
+of the samples this process trained on, in order. Each sample's first feature is its index, read by
+a forward pre-hook on the student.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import kdlib as kd
+
+N, D, EPOCHS, BATCH = 99, 8, 2, 16  # 99 = 6 x 16 + 3: a last batch that two processes split 2 + 1
+
+
+def blobs() -> kd.Data:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (N + 30,), generator=g)
+    x = 2 * torch.randn(3, D, generator=g)[y] + torch.randn(N + 30, D, generator=g)
+    x[:N, 0] = torch.arange(N, dtype=torch.float32)  # each training sample says which it is
+    return kd.Data("blobs", x[:N], y[:N], x[N:], y[N:], ["a", "b", "c"], "distributed_run.py")
+
+
+def mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def main(out: Path, source: str) -> None:
+    if "RANK" in os.environ:  # started by torchrun
+        dist.init_process_group("gloo")
+    data, teacher = blobs(), mlp(seed=7)
+    with torch.no_grad():
+        teacher[0].weight[:, 0] = 0  # the index feature means nothing to the teacher
+    cfg = kd.FitConfig(epochs=EPOCHS, batch_size=BATCH, lr=0.05, T=3.0, alpha=0.7, seed=3)
+    seen = []  # the indices of the samples trained on, in order
+
+    def make() -> nn.Module:
+        student = mlp(seed=1)
+        student.register_forward_pre_hook(lambda m, args: seen.extend(args[0][:, 0].long().tolist())
+                                          if m.training else None)
+        return student
+
+    if source == "loader":
+        dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+        sampler = DistributedSampler(dataset, seed=0, drop_last=True) if dist.is_initialized() else None
+        batches = DataLoader(dataset, batch_size=BATCH // kd.distributed.world_size(), sampler=sampler,
+                             shuffle=sampler is None)
+        student = make()
+        kd.fit(student, batches, cfg, teacher=teacher, test=data, progress=False)
+    else:
+        student, _ = kd.train_or_load(make, data, cfg, teacher=teacher, name="student")
+    (out / f"seen-{kd.distributed.rank()}.json").write_text(json.dumps(seen))
+    if kd.distributed.is_main():
+        torch.save(student.state_dict(), out / "weights.pt")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "data")

@@ -1,0 +1,182 @@
+"""Training from a DataLoader: the same loop as in memory, and the teacher's logits in a memory-mapped file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import kdlib as kd
+from kdlib.data import Data, batch_indices
+
+
+def blobs(n_train: int = 96, n_test: int = 40, d: int = 8, seed: int = 0) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(3, d, generator=g)
+    y = torch.randint(0, 3, (n_train + n_test,), generator=g)
+    x = centres[y] + torch.randn(n_train + n_test, d, generator=g)
+    return Data("blobs", x[:n_train], y[:n_train], x[n_train:], y[n_train:], ["a", "b", "c"], "test")
+
+
+def mlp(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+class SameOrder(torch.utils.data.Sampler):
+    """The batches of kdlib's in-memory path: batch_indices with the fit's seed, a new permutation per epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.gen = n, batch_size, torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return (idx.tolist() for idx in batch_indices(self.n, self.batch_size, self.gen))
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
+
+
+def loader(data: Data, cfg: kd.FitConfig, indexed: bool) -> DataLoader:
+    dataset = TensorDataset(data.x_train, data.y_train)
+    dataset = kd.Indexed(dataset) if indexed else dataset
+    return DataLoader(dataset, batch_sampler=SameOrder(len(data.y_train), cfg.batch_size, cfg.seed))
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["teacher-per-batch", "logits-by-index"])
+def test_fit_from_a_dataloader_trains_the_same_weights_as_from_tensors(tmp_path, monkeypatch, indexed):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = blobs(), mlp(seed=7)
+    cfg = kd.FitConfig(epochs=3, batch_size=16, lr=0.05, T=3.0, alpha=0.7)
+    a, b = mlp(), mlp()
+    hist_a = kd.fit(a, data, cfg, teacher=teacher, progress=False)
+    hist_b = kd.fit(b, loader(data, cfg, indexed), cfg, teacher=teacher, progress=False, test=data)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    assert hist_a.test_errors == hist_b.test_errors
+    torch.testing.assert_close(hist_a.step_loss, hist_b.step_loss, rtol=1e-5, atol=1e-6)
+    tables = list((tmp_path / "teacher-logits").glob("*.f32"))
+    assert len(tables) == (1 if indexed else 0)  # only an indexed data set gives a table
+
+
+def test_evaluate_scores_a_dataloader_as_it_scores_tensors():
+    data, model = blobs(), mlp()
+    batches = DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=7)
+    a, b = kd.evaluate(model, data.x_test, data.y_test), kd.evaluate(model, batches)
+    assert a.errors == b.errors and a.accuracy == b.accuracy
+    assert a.loss == pytest.approx(b.loss, rel=1e-6)
+
+
+def counted(net: nn.Module) -> list:
+    """A list that grows by one at each forward pass of net (a hook: not part of net's content)."""
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_logit_table_is_made_once_and_keyed_by_the_teacher_and_every_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data = blobs(n_train=300)
+    teacher = mlp(seed=3)
+    calls = counted(teacher)
+    dataset = kd.Indexed(TensorDataset(data.x_train.clone(), data.y_train))
+    table = kd.logit_table(teacher, dataset, batch_size=64)
+    assert table.shape == (300, 3)
+    torch.testing.assert_close(table, kd.frozen_forward(teacher, data.x_train))
+    made = len(calls)
+    again = kd.logit_table(teacher, dataset, batch_size=50)  # another batch size: the same inputs
+    assert len(calls) == made and torch.equal(again, table)  # read from the file, the teacher not run
+    files = sorted((tmp_path / "teacher-logits").glob("*.f32"))
+    assert len(files) == 1 and files[0].stat().st_size == 300 * 3 * 4
+    dataset.dataset.tensors[0][123, 4] += 1e-3  # one number of one input
+    kd.logit_table(teacher, dataset)
+    assert len(calls) > made and len(list((tmp_path / "teacher-logits").glob("*.f32"))) == 2
+    with torch.no_grad():
+        teacher[0].bias[0] += 1e-3  # one parameter of the teacher
+    kd.logit_table(teacher, dataset)
+    assert len(list((tmp_path / "teacher-logits").glob("*.f32"))) == 3
+
+
+def test_fit_rejects_what_is_neither_data_nor_batches():
+    with pytest.raises(TypeError, match="data must be a kdlib Data or an iterable"):
+        kd.fit(mlp(), torch.zeros(4, 8), kd.FitConfig())
+
+
+def test_a_cosine_schedule_needs_a_data_source_with_a_length():
+    data = blobs()
+    batches = iter([(data.x_train[:16], data.y_train[:16])])
+    with pytest.raises(ValueError, match="schedule='cosine' needs the number of steps"):
+        kd.fit(mlp(), batches, kd.FitConfig(schedule="cosine"), progress=False)
+
+
+def test_labels_of_a_dataloader_are_checked_on_its_first_batch():
+    data = blobs()
+    y = data.y_train.clone()
+    y[0] = 5
+    with pytest.raises(ValueError, match=r"the labels of data's first batch must lie in \[0, 2\]"):
+        kd.fit(mlp(), DataLoader(TensorDataset(data.x_train, y), batch_size=16), kd.FitConfig(epochs=1),
+               progress=False)
+
+
+# A data set larger than the memory the process may take beyond what torch itself holds: fit must stream it.
+HEADROOM = 768 << 20       # bytes of data memory (RLIMIT_DATA) the child may add after its imports
+IMAGES, SIDE = 12_000, 96  # 12,000 x 3 x 96 x 96 float32: 1.33 GB of inputs
+STREAMED = textwrap.dedent(f"""
+    import resource, sys, torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
+    import kdlib as kd
+
+    def status(field):  # kB, from the kernel's account of this process
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+
+    cap = status("VmData") * 1024 + {HEADROOM}
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+    rss_at_start = status("VmRSS") * 1024
+
+    class Made(Dataset):  # every image made from its index, never all in memory
+        def __len__(self):
+            return {IMAGES}
+
+        def __getitem__(self, i):
+            y = i % 10
+            x = torch.randn(3, {SIDE}, {SIDE}, generator=torch.Generator().manual_seed(i)) + 0.05 * y
+            return x, y
+
+    if sys.argv[1] == "materialise":  # the check that the cap is real: the whole set does not fit
+        torch.stack([Made()[i][0] for i in range({IMAGES})])
+        raise SystemExit("materialised: the cap did not hold")
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.AvgPool2d(8), nn.Flatten(), nn.Linear(3 * 12 * 12, 10))
+
+    data = DataLoader(kd.Indexed(Made()), batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0))
+    test = DataLoader(Made(), batch_size=512)
+    hist = kd.fit(net(1), data, kd.FitConfig(epochs=1, lr=0.05, T=2.0), teacher=net(2), test=test, progress=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_at_start
+    print(f"steps {{len(hist.step_loss)}} accuracy {{hist.test_acc:.3f}} peak {{peak}}")
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the memory account of Linux")
+def test_fit_streams_a_data_set_larger_than_its_memory_cap(tmp_path):
+    script = tmp_path / "streamed.py"
+    script.write_text(STREAMED)
+    env = dict(os.environ, KDLIB_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    assert IMAGES * 3 * SIDE * SIDE * 4 > HEADROOM
+    full = subprocess.run([sys.executable, str(script), "materialise"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode != 0 and ("MemoryError" in full.stderr or "can't allocate memory" in full.stderr), \
+        full.stderr[-2000:]
+    run = subprocess.run([sys.executable, str(script), "stream"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    steps, peak = int(run.stdout.split()[1]), int(run.stdout.split()[-1])
+    assert steps == -(-IMAGES // 256) and peak < HEADROOM
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.f32"))) == 1
