@@ -159,7 +159,7 @@ STREAMED = textwrap.dedent(f"""
     data = DataLoader(kd.Indexed(Made()), batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0))
     test = DataLoader(Made(), batch_size=512)
     hist = kd.fit(net(1), data, kd.FitConfig(epochs=1, lr=0.05, T=2.0), teacher=net(2), test=test, progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_at_start
+    peak = status("VmHWM") * 1024 - rss_at_start  # not ru_maxrss: exec keeps the parent's
     print(f"steps {{len(hist.step_loss)}} accuracy {{hist.test_acc:.3f}} peak {{peak}}")
 """)
 
