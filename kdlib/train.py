@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
@@ -185,15 +186,19 @@ def tensor_batches(data: Data, batch_size: int, gen: torch.Generator) -> Iterato
             yield data.x_train[idx], data.y_train[idx], idx, 1.0
 
 
-def loader_batches(loader: Batches, epoch: int, device: torch.device) -> Iterator[tuple]:
-    """One epoch of a DataLoader (or any iterable of batches), moved to device; a DistributedSampler
-    gets the epoch, so that each epoch is a new permutation, the same on every process."""
+def loader_batches(loader: Batches, epoch: int, device: torch.device,
+                   check: Optional[Callable[[Tensor, Tensor], None]] = None) -> Iterator[tuple]:
+    """One epoch of a DataLoader (or any iterable of batches), moved to device; check(x, y), if
+    given, sees the first batch. A DistributedSampler gets the epoch, so that each epoch is a new
+    permutation, the same on every process."""
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
-    for batch in loader:
-        index = batch[2] if len(batch) > 2 else None
-        yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True), index, 1.0
+    for step, batch in enumerate(loader):
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        if step == 0 and check is not None:
+            check(x, y)
+        yield x, y, (batch[2] if len(batch) > 2 else None), 1.0
 
 
 def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str) -> Optional[Tensor]:
@@ -274,15 +279,20 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0") or not distributed.is_main()
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
     start = time.perf_counter()
+    def batches(epoch: int) -> Iterator[tuple]:  # the one difference between tensors and a DataLoader
+        if in_memory:
+            return tensor_batches(data, cfg.batch_size, gen)
+        check = partial(check_fit_inputs, model, num_classes=None, teacher=teacher,
+                        name="the labels of data's first batch")
+        return loader_batches(data, epoch, device, check if epoch == 0 else None)
+
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
-    cached = fixed_logits(teacher, data, precision) if teacher is not None and not cfg.augment else None
+    fixed = teacher is not None and not cfg.augment
+    cached = fixed_logits(teacher, data, precision) if fixed else None
     model.train()
     for epoch in range(epochs):
         losses, correct, sizes = [], [], []
-        batches = tensor_batches(data, cfg.batch_size, gen) if in_memory else loader_batches(data, epoch, device)
-        for step, (x, y, idx, weight) in enumerate(batches):
-            if step == 0 and epoch == 0 and not in_memory:  # a DataLoader's batches, checked once
-                check_fit_inputs(model, x, y, None, teacher, name="the labels of data's first batch")
+        for x, y, idx, weight in batches(epoch):
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
             with autocast(device, precision):
@@ -291,7 +301,10 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
             if teacher is None:
                 loss = F.cross_entropy(z.float(), y)
             else:
-                v = cached[idx].to(device) if cached is not None else frozen_forward(teacher, x, len(x), precision)
+                if cached is not None:
+                    v = cached[idx].to(device)
+                else:  # augmented inputs, or batches without an index
+                    v = frozen_forward(teacher, x, len(x), precision)
                 if loss_fn is not None:
                     loss = loss_fn(z.float(), v, y)
                 elif cfg.hard_distillation:
@@ -299,7 +312,8 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
                 else:
                     loss = distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False)
             opt.zero_grad(set_to_none=True)
-            backward_step(loss * weight if weight != 1.0 else loss, opt, scaler)
+            # weight: this process's share of the global batch (1 on one process)
+            backward_step(loss * weight, opt, scaler)
             if sched is not None:
                 sched.step()
             # keep the numbers on the device; one transfer per epoch, not one per step
