@@ -296,7 +296,7 @@ def run(dataset: str = "fashion-mnist", epochs: int = 3, batch_size: int = 64, d
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     dev = select_device(device)
-    data = load_dataset(dataset, device=dev)
+    data = load_dataset(dataset, device=dev, verbose=False)
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=0.01, T=20.0, alpha=0.9, eval_each_epoch=False)
     # a teacher trained briefly (and cached), so that the accuracies mean something
     teacher, _ = train_or_load(hinton_teacher, data, FitConfig(epochs=2), name=f"bench-teacher-{dataset}",

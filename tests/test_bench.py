@@ -52,7 +52,7 @@ def test_tutorial_loop_gives_the_loss_of_kdlib_on_the_same_batches():
 
 def test_run_prints_the_four_loops_and_the_ratios(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
-    monkeypatch.setattr(bench, "load_dataset", lambda name, device=None: tiny_images())
+    monkeypatch.setattr(bench, "load_dataset", lambda name, device=None, verbose=True: tiny_images())
     numbers = bench.run("mnist", epochs=1, batch_size=32, device="cpu", repeats=2)
     out = capsys.readouterr().out
     assert all(word in out for word in ("PyTorch tutorial", "seed style", "kdlib.fit", "floor", "interleaved"))
