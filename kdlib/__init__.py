@@ -8,6 +8,11 @@
     student = kd.models.hinton_student()
     history = kd.fit(student, data, kd.FitConfig(epochs=10, T=20, alpha=0.9), teacher=teacher)
 
+    # data that does not fit: any DataLoader; kd.Indexed lets fit read the teacher's logits by index
+    loader = DataLoader(kd.Indexed(dataset), batch_size=256, shuffle=True)
+    history = kd.fit(student, loader, cfg, teacher=teacher, test=test_loader)
+    # several processes: the same call under torchrun (see kdlib.distributed)
+
 The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (imported on first use).
 """
 import importlib
