@@ -193,7 +193,7 @@ def targets(teacher_logits: ArrayLike, label: int, alpha: float, T: float,
 
     v, labels = v[None], torch.tensor([y])
     panels = [(0.0, "hard target: onehot(y)"),                  # alpha = 0: the label alone
-              (1.0, f"soft target: teacher at T = {T:g}"),      # alpha = 1: the teacher alone
+              (1.0, f"soft target: teacher at T = {T:.3g}"),      # alpha = 1: the teacher alone
               (alpha, f"mixed: {alpha:g}·soft + {1 - alpha:g}·hard")]
     for ax, (a, title) in zip(axes, panels):
         bars(losses.mixed_target(v, labels, a, T)[0], names, ax=ax, title=title, highlight=y)
