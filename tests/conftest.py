@@ -1,4 +1,4 @@
-"""Shared by the unit tests: figures render off-screen and are closed after each test."""
+"""Shared by the tests: figures render off-screen and are closed after each test; one browser per module."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,3 +11,11 @@ import pytest  # noqa: E402
 def close_figures():
     yield
     plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium (tests/browsers.py), one per test module."""
+    from browsers import chromium
+
+    yield from chromium()

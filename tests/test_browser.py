@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -24,14 +23,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
+from browsers import HOST, VIEWPORT
+
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-HOST = "127.0.0.1"
-VIEWPORT = {"width": 1280, "height": 900}
 SHRUNK = 0.6           # an image shown at less than this fraction of its natural width is too small
 OVERFLOW_SHARE = 0.05  # at most this share of a page's code blocks, outputs and formulas may scroll sideways
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # any control character but tab and newlines
@@ -123,13 +119,6 @@ FACTS = r"""async () => {
 }"""
 
 
-def _required(reason: str) -> None:
-    """Skip for want of the browser, or fail where CI is set (there the test must run)."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason}, and CI is set: the browser test must run here")
-    pytest.skip(reason)
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files from a directory without logging each request."""
 
@@ -148,21 +137,6 @@ def server() -> Iterator[str]:
     yield f"http://{HOST}:{httpd.server_address[1]}/"
     httpd.shutdown()
     httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium, launched by playwright (whose own browser download is not used)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _required("playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        _required(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

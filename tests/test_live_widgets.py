@@ -46,14 +46,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import nbformat
 import pytest
 
+from browsers import HOST, VIEWPORT, required
+
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-HOST = "127.0.0.1"
 OUTSIDE = re.compile(r"^(?!(https?|wss?)://127\.0\.0\.1[:/])")  # any URL but this machine's
-VIEWPORT = {"width": 1280, "height": 900}
 JUPYTER = Path(sys.executable).parent / "jupyter"  # .venv's: its kernel is .venv's Python, with kdlib
 
 # Generous, for a loaded 2-core machine; an idle one needs a tenth of each.
@@ -159,13 +156,6 @@ FRONT_ENDS: List[FrontEnd] = [
 ]
 
 
-def _required(reason: str) -> None:
-    """Skip for want of the browser or the front-end, or fail where CI is set (there the test must run)."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason}, and CI is set: the live widget test must run here")
-    pytest.skip(reason)
-
-
 def _free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now (the server is told not to try another)."""
     with socket.socket() as s:
@@ -232,7 +222,7 @@ def _overlay(venv: Path, packages: Tuple[str, ...]) -> Path:
                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"])
     result = subprocess.run([*command, *packages], capture_output=True, text=True, timeout=INSTALL_S)
     if result.returncode != 0:
-        _required(f"could not install {' '.join(packages)} (no package index?):\n{result.stderr[-2000:]}")
+        required(f"could not install {' '.join(packages)} (no package index?):\n{result.stderr[-2000:]}")
     site_packages = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
     # addsitedir, not a bare path: .venv's own .pth files (kdlib's editable install) must be read too
     book = sysconfig.get_paths()["purelib"]  # .venv's: pytest runs in it
@@ -249,7 +239,7 @@ def frontend(request) -> FrontEnd:
 def jupyter(frontend: FrontEnd, tmp_path_factory) -> Path:
     """The `jupyter` command of the front-end: .venv's, or that of a venv made for it over .venv."""
     if importlib.util.find_spec("jupyterlab") is None or not JUPYTER.exists():
-        _required("jupyterlab is not installed in this environment (pip install -r requirements.lock)")
+        required("jupyterlab is not installed in this environment (pip install -r requirements.lock)")
     if not frontend.packages:
         return JUPYTER
     return _overlay(tmp_path_factory.mktemp("venv"), frontend.packages)
@@ -297,21 +287,6 @@ def lab(frontend: FrontEnd, jupyter: Path, tmp_path_factory) -> Iterator[Lab]:
         yield server
     finally:
         _stop(process)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium, launched by playwright (whose own browser download is not used)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _required("playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        _required(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 # ------------------------------------------------------------------ reading the page
