@@ -173,12 +173,13 @@ def check_fit_inputs(model: nn.Module, x: Tensor, y: Tensor, num_classes: Option
 
 # each source yields, per step, (x, y, index or None, weight): weight scales this process's loss so
 # that the step is the one of the global batch (see kdlib.distributed)
-def tensor_batches(data: Data, batch_size: int, gen: torch.Generator) -> Iterator[tuple]:
-    """One epoch of data's training tensors: shuffled global batches of batch_size, this process's rows."""
+def tensor_batches(data: Data, batch_size: int,
+                   gen: torch.Generator) -> Iterator[tuple]:
+    """One epoch of data's tensors: shuffled global batches, this process's rows."""
     W = distributed.world_size()
     for idx in batch_indices(len(data.y_train), batch_size, gen, data.x_train.device):
         if W > 1:
-            if len(idx) < W:  # a last batch smaller than the world: some process would have no rows
+            if len(idx) < W:  # fewer rows than processes: one would get none
                 continue
             mine = distributed.shard(idx)
             yield data.x_train[mine], data.y_train[mine], mine, len(mine) * W / len(idx)
