@@ -15,11 +15,19 @@ Without an initialised process group every function here is the single-process i
 """
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["active", "rank", "world_size", "is_main", "shard", "all_sum", "gather_rows", "barrier", "wrap"]
+__all__ = ["active", "rank", "world_size", "is_main", "shard", "all_sum", "gather_rows", "barrier", "wrap",
+           "launch"]
 
 
 def active() -> bool:
@@ -90,3 +98,31 @@ def wrap(model: nn.Module) -> nn.Module:
     device = next(model.parameters()).device
     ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def launch(script: Union[str, Path], processes: int = 1, args: Sequence[object] = (),
+           env: Optional[Mapping[str, str]] = None, timeout: float = 1200) -> str:
+    """Run a Python script on `processes` processes of this machine and return what it printed.
+
+    One process: ``python script args``. Several: ``python -m torch.distributed.run
+    --nproc_per_node=N`` (torchrun) on 127.0.0.1 and a free port. Each process gets
+    OMP_NUM_THREADS = cores // processes, so one process and N use the same cores. env adds to
+    this process's environment. A failed run raises RuntimeError with the end of its stderr.
+    """
+    if not (isinstance(processes, int) and processes >= 1):
+        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    run_env = dict(os.environ, OMP_NUM_THREADS=str(threads), **(env or {}))
+    command = [sys.executable]
+    if processes > 1:
+        with socket.socket() as s:  # a free port for the processes to meet on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command += ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+                    f"--master_port={port}"]
+    done = subprocess.run(command + [str(script), *map(str, args)], env=run_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} on {processes} process(es) exited with {done.returncode}:\n"
+                           f"{done.stderr[-3000:]}")
+    return done.stdout

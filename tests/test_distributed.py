@@ -1,16 +1,12 @@
 """kdlib.fit under torchrun: two processes (gloo, CPU) train what one process trains, each sample once an epoch.
 
-Each run starts tests/distributed_run.py, with `python -m torch.distributed.run --nproc_per_node=2`
-or with plain python, in a fresh cache; see that script for what it writes.
+Each run starts tests/distributed_run.py through kd.distributed.launch (torchrun --nproc_per_node=2,
+or plain python for one process), in a fresh cache; see that script for what it writes.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
@@ -27,24 +23,20 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="needs torch.distributed with the gloo backend")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(out: Path, processes: int, source: str = "data") -> str:
-    """Run the script on `processes` processes (1: plain python); return its output."""
+    """Run the script on `processes` processes (1: plain python) in a fresh cache; return its output."""
     out.mkdir(parents=True)
-    env = dict(os.environ, KDLIB_CACHE=str(out / "cache"), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-                     f"--master_port={free_port()}"]
-    done = subprocess.run(launcher + [str(SCRIPT), str(out), source], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return done.stdout
+    env = {"KDLIB_CACHE": str(out / "cache"), "TQDM_DISABLE": "1"}
+    return kd.distributed.launch(SCRIPT, processes, [out, source], env=env, timeout=300)
+
+
+def test_launch_reports_a_failed_run_with_its_stderr(tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text("import sys; print('to stderr', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(RuntimeError, match="exited with 3:\\nto stderr"):
+        kd.distributed.launch(script)
+    with pytest.raises(ValueError, match="processes must be an integer >= 1"):
+        kd.distributed.launch(script, processes=0)
 
 
 def epochs(out: Path, rank: int) -> List[List[int]]:
