@@ -91,7 +91,6 @@ class Score(NamedTuple):
     errors: int
     loss: float
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: Union[Tensor, Batches], y: Optional[Tensor] = None, batch_size: int = 1024,
              precision: str = "auto") -> Score:
     """Accuracy, number of errors and mean cross entropy of model, in eval mode, on x (N, ...) with
@@ -111,6 +110,7 @@ def _slices(x: Tensor, y: Tensor, batch_size: int) -> Iterator[Tuple[Tensor, Ten
     return ((x[i: i + batch_size], y[i: i + batch_size]) for i in range(0, len(x), batch_size))
 
 
+@torch.no_grad()
 def _test_sums(model: nn.Module, batches: Batches, precision: str) -> Tensor:
     """(errors, summed cross entropy, examples) of model on the batches, as one float64 tensor."""
     device = next(model.parameters()).device

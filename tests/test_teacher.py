@@ -64,6 +64,14 @@ def test_fit_from_a_dataloader_trains_the_same_weights_as_from_tensors(tmp_path,
     assert len(tables) == (1 if indexed else 0)  # only an indexed data set gives a table
 
 
+def test_the_test_score_during_fit_builds_no_graph():
+    data, model = blobs(), mlp()
+    grad_on = []
+    model.register_forward_hook(lambda m, a, out: grad_on.append(torch.is_grad_enabled()) if not m.training else None)
+    kd.fit(model, data, kd.FitConfig(epochs=2), progress=False)
+    assert grad_on and not any(grad_on)  # every forward pass in eval mode ran under no_grad
+
+
 def test_evaluate_scores_a_dataloader_as_it_scores_tensors():
     data, model = blobs(), mlp()
     batches = DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=7)
