@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .losses import check_labels, check_logits, softmax_t
 
-__all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms"]
+__all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes"]
 
 
 def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
@@ -103,3 +103,24 @@ def soft_gradient_norms(student_logits: Tensor, teacher_logits: Tensor,
     without_T2 = torch.stack(without)
     with_T2 = torch.tensor(Ts, dtype=without_T2.dtype) ** 2 * without_T2
     return with_T2, without_T2
+
+
+def copied_mistakes(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> float:
+    """The share of the teacher's mistakes that the student makes too, with the same wrong class.
+
+        copied = |{i : t_i != y_i and s_i = t_i}| / |{i : t_i != y_i}|,   s = argmax z, t = argmax v
+
+    student_logits z, teacher_logits v: (N, C); labels y: (N,). 1: the student repeats every
+    mistake of its teacher; 0: none. A teacher without a mistake is a ValueError (nothing to copy).
+    """
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits and teacher_logits must have the same shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    y = check_labels(labels, *teacher_logits.shape)
+    s, t = student_logits.argmax(1), teacher_logits.argmax(1)
+    wrong = t != y
+    if not wrong.any():
+        raise ValueError("the teacher makes no mistake on these examples: there is nothing to copy")
+    return (s[wrong] == t[wrong]).double().mean().item()

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 
-from .data import Data
+from .data import Data, cifar10_or_standin
 from .models import cifar_large_cnn, cifar_resnet18, cifar_small_cnn, hinton_student, hinton_teacher, vit_tiny_cifar
 from .profiles import dry_run, pick
 from .train import FitConfig, History, train_or_load
 
 __all__ = ["Setup", "hinton_setup", "cifar_cnn_setup", "deit_setup", "map_grid", "Comparison", "compare", "grid",
            "runs_line",
-           "deit_variants", "run_variants", "sweep_sizes", "sweep", "sweep_seconds"]
+           "labml_alpha", "deit_variants", "run_variants", "sweep_sizes", "sweep", "sweep_seconds"]
 
 
 @dataclass
@@ -40,21 +42,43 @@ class Setup:
     make_teacher: Callable[[], nn.Module] = hinton_teacher
     make_student: Callable[[], nn.Module] = hinton_student
     n_test: Optional[int] = None   # test images; None: all (fewer: a quicker, noisier score)
+    # the teacher's training images; None: the students' images. More (Hinton et al.'s section 6):
+    # the teacher learns from data the students never see, and the students learn from its targets
+    teacher_n_train: Optional[int] = None
 
     def describe(self) -> str:
         """The settings in words, for a chapter's output."""
         def run(c: FitConfig) -> str:
-            opt = "SGD (momentum 0.9)" if c.optimizer == "sgd" else "AdamW"
-            return f"{c.epochs} epochs, batch {c.batch_size}, {opt}, lr {c.lr:g}, {c.schedule} schedule"
+            opt = ("SGD (momentum 0.9)" if c.optimizer == "sgd" else "Adam" if c.weight_decay == 0
+                   else f"AdamW (weight decay {c.weight_decay:g})")
+            return (f"{c.epochs} epochs, batch {c.batch_size}, {opt}, lr {c.lr:g}, {c.schedule} schedule"
+                    + (", crop + flip" if c.augment else ""))
 
+        def images(n: Optional[int]) -> str:
+            return "all" if n is None else f"{n:,}"
+
+        teacher_images = ("" if self.teacher_n_train is None
+                          else f"; the teacher's: {images(self.teacher_n_train)}")
         return (f"teacher:  {run(self.teacher)}\nstudents: {run(self.student)}\n"
                 f"          distilled with T = {self.T:g}, alpha = {self.alpha:g}\nseeds: {list(self.seeds)}; "
-                f"training images: {'all' if self.n_train is None else f'{self.n_train:,}'}")
+                f"training images: {images(self.n_train)}{teacher_images}")
+
+    def load(self, root: Optional[str] = None, device: Optional[torch.device] = None) -> Data:
+        """CIFAR-10 or its stand-in (kd.cifar10_or_standin), as many images as teacher and students need."""
+        needed = [self.n_train] + ([] if self.teacher_n_train is None else [self.teacher_n_train])
+        n_train = None if None in needed else max(needed)
+        return cifar10_or_standin(n_train, self.n_test, root=root, device=device, verbose=False)
+
+    def teacher_data(self, data: Data) -> Data:
+        """The teacher's data: its class-balanced training subset (see teacher_n_train) and the test subset."""
+        n_train = self.n_train if self.teacher_n_train is None else self.teacher_n_train
+        data = data.subset(n_train) if n_train is not None and n_train < len(data.y_train) else data
+        return data.test_subset(self.n_test) if self.n_test is not None and self.n_test < len(data.y_test) else data
 
     def data(self, data: Data) -> Data:
-        """The data this profile uses: a class-balanced training subset (and a test subset), or all of it."""
-        data = data.subset(self.n_train) if self.n_train is not None and self.n_train < len(data.y_train) else data
-        return data.test_subset(self.n_test) if self.n_test is not None and self.n_test < len(data.y_test) else data
+        """The students' data: a class-balanced subset of the teacher's images (or all), the same test images."""
+        data = self.teacher_data(data)
+        return data.subset(self.n_train) if self.n_train is not None and self.n_train < len(data.y_train) else data
 
     def distilled(self, T: Optional[float] = None, alpha: Optional[float] = None, seed: int = 0) -> FitConfig:
         return replace(self.student, T=self.T if T is None else T, alpha=self.alpha if alpha is None else alpha,
@@ -75,46 +99,71 @@ def hinton_setup(profile: str) -> Setup:
 
 
 def cifar_cnn_setup(profile: str) -> Setup:
-    """labml's CIFAR-10 experiment: large CNN (dropout 0.1) -> small CNN at T = 5.
+    """labml's CIFAR-10 experiment, large CNN -> small CNN at T = 5, with labml's Adam at lr 2.5e-4.
 
-    full: all 50,000 images, every run with on-device crop + flip. cpu: 5,000 images and 2,000
-    test images; the students train without augmentation, so that the teacher's logits are
-    computed once (with augmentation the large CNN's forward pass runs on every batch, and on a
-    CPU it costs several times the small CNN's whole step).
+    full: labml's settings: the large CNN (dropout 0.1) teaches the small one; batch 64, 20
+    epochs, crop + flip, all 50,000 images. cpu: a CPU trains the large CNN at about 2,000 s per
+    epoch of 50,000 images, so the teacher is the small CNN itself, trained on all of the
+    stand-in's 60,000 training images; the students learn from 5,000 of them (Hinton et al.'s
+    section 6: the teacher knows more because it saw more), without augmentation, so that the
+    teacher's logits are computed once. alpha = 4/9 gives the two terms' gradients labml's
+    balance (see labml_alpha).
     """
-    # lr 0.01 at batch 64: at lr 0.05, batch 128 the large CNN did not learn in a few CPU epochs
-    sgd = dict(batch_size=64, optimizer="sgd", lr=0.01, weight_decay=5e-4, schedule="cosine")
+    adam = dict(batch_size=64, optimizer="adamw", lr=2.5e-4, weight_decay=0.0)  # labml: Adam, no decay
+    alpha = labml_alpha(5.0)
     return pick(
         profile,
-        smoke=Setup("smoke", 256, FitConfig(epochs=1, augment=True, **sgd), FitConfig(epochs=2, **sgd), T=5.0,
-                    alpha=0.8, seeds=(0,), make_teacher=cifar_large_cnn, make_student=cifar_small_cnn, n_test=256),
-        cpu=Setup("cpu", 5000, FitConfig(epochs=8, augment=True, eval_each_epoch=False, **sgd),
-                  FitConfig(epochs=8, **sgd), T=5.0, alpha=0.8, seeds=(0, 1, 2),
-                  make_teacher=cifar_large_cnn, make_student=cifar_small_cnn, n_test=2000),
-        full=Setup("full", None, FitConfig(epochs=30, augment=True, **sgd), FitConfig(epochs=30, augment=True, **sgd),
-                   T=5.0, alpha=0.8, seeds=(0, 1, 2), make_teacher=cifar_large_cnn, make_student=cifar_small_cnn),
+        smoke=Setup("smoke", 256, FitConfig(epochs=1, **adam), FitConfig(epochs=2, **adam), T=5.0, alpha=alpha,
+                    seeds=(0,), make_teacher=cifar_small_cnn, make_student=cifar_small_cnn, n_test=256,
+                    teacher_n_train=512),
+        cpu=Setup("cpu", 5000, FitConfig(epochs=3, **adam), FitConfig(epochs=5, **adam), T=5.0, alpha=alpha,
+                  seeds=(0, 1, 2), make_teacher=cifar_small_cnn, make_student=cifar_small_cnn, n_test=2000,
+                  teacher_n_train=60_000),  # all of the stand-in's (CIFAR-10 has 50,000)
+        full=Setup("full", None, FitConfig(epochs=20, augment=True, **adam), FitConfig(epochs=20, augment=True, **adam),
+                   T=5.0, alpha=alpha, seeds=(0, 1, 2), make_teacher=cifar_large_cnn, make_student=cifar_small_cnn),
     )
 
 
-def deit_setup(profile: str) -> Setup:
-    """DeiT on CIFAR-10: a CIFAR ResNet-18 teacher (SGD) -> a small ViT at 32x32 (AdamW).
+def labml_alpha(T: float, soft_weight: float = 100.0, hard_weight: float = 0.5, num_classes: int = 10) -> float:
+    """The alpha at which kdlib's loss balances its two gradients as labml's loss does.
 
-    Soft distillation at T = 4, alpha = 0.9; DeiT's hard distillation uses alpha = 0.5 (see
-    deit_variants). cpu: 3,000 training and 2,000 test images, students without augmentation
-    (the ResNet's forward pass on every batch would triple a CPU run). full: 50,000 images, 15 epochs,
-everything augmented, 2 seeds: 4 students x 2 seeds is the bulk of the GPU time.
+    labml: soft_weight * KLDivLoss(reduction="mean") + hard_weight * CE. "mean" divides by B*C, so
+    per image the soft term is (soft_weight / C) KL(p^T || q^T), whose gradient in the logits is
+    (soft_weight / C) (q^T - p^T) / T. kdlib's alpha T^2 KL has the gradient alpha T (q^T - p^T), and
+    its (1 - alpha) CE the gradient (1 - alpha)(q - y). Equal ratios of the two:
+
+        alpha T / (1 - alpha) = (soft_weight / (C T)) / hard_weight
+
+    Only the ratio is matched: labml's whole loss is larger, which Adam's step does not feel.
+    labml's weights at T = 5: alpha = 4/9.
+    """
+    ratio = soft_weight / (num_classes * T) / hard_weight / T   # alpha / (1 - alpha)
+    return ratio / (1 + ratio)
+
+
+def deit_setup(profile: str) -> Setup:
+    """DeiT on CIFAR-10: a CIFAR ResNet-18 teacher -> a ViT that reads the 32x32 images as they are.
+
+    The students' losses are DeiT's: soft distillation at DeiT's T = 3 and lambda = 0.1 (kdlib's
+    alpha), hard distillation at 0.5 (see deit_variants). full: all 50,000 images, everything
+    augmented, the ViT of 6 layers of width 192 (vit_tiny_cifar). cpu: the teacher learns from
+    6,000 images, the students from 3,000 of them, without augmentation (the ResNet's forward pass
+    on every batch would triple a CPU run), and the ViT has 4 layers of width 128: the one of
+    width 192 costs 2.6 times as much per step on a CPU.
     """
     sgd = dict(batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", augment=True)
+    adam = dict(batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="cosine")
     adamw = dict(batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine")
+    small_vit = partial(vit_tiny_cifar, dim=128, depth=4, heads=4)
+    deit = dict(T=3.0, alpha=0.1, make_teacher=cifar_resnet18)
     return pick(
         profile,
-        smoke=Setup("smoke", 128, FitConfig(epochs=1, **sgd), FitConfig(epochs=1, **adamw), T=4.0, alpha=0.9,
-                    seeds=(0,), make_teacher=cifar_resnet18, make_student=vit_tiny_cifar, n_test=256),
-        cpu=Setup("cpu", 3000, FitConfig(epochs=5, eval_each_epoch=False, **sgd), FitConfig(epochs=4, **adamw),
-                  T=4.0, alpha=0.9, seeds=(0, 1), make_teacher=cifar_resnet18, make_student=vit_tiny_cifar,
-                  n_test=2000),
+        smoke=Setup("smoke", 128, FitConfig(epochs=1, **adam), FitConfig(epochs=1, **adamw), seeds=(0,),
+                    make_student=small_vit, n_test=256, teacher_n_train=256, **deit),
+        cpu=Setup("cpu", 3000, FitConfig(epochs=2, **adam), FitConfig(epochs=5, **adamw), seeds=(0, 1, 2),
+                  make_student=small_vit, n_test=2000, teacher_n_train=6000, **deit),
         full=Setup("full", None, FitConfig(epochs=15, **sgd), FitConfig(epochs=15, **dict(adamw, augment=True)),
-                   T=4.0, alpha=0.9, seeds=(0, 1), make_teacher=cifar_resnet18, make_student=vit_tiny_cifar),
+                   seeds=(0, 1, 2), make_student=vit_tiny_cifar, **deit),
     )
 
 
@@ -131,6 +180,8 @@ class Comparison:
     teacher: History
     scratch: List[History] = field(default_factory=list)
     distilled: List[History] = field(default_factory=list)
+    scratch_models: List[nn.Module] = field(default_factory=list)     # trained, one per seed
+    distilled_models: List[nn.Module] = field(default_factory=list)
 
     def errors(self, which: str) -> List[int]:
         """Test errors of "scratch" or "distilled", one per seed."""
@@ -153,18 +204,24 @@ class Comparison:
 
 def compare(data: Data, setup: Setup, T: Optional[float] = None, alpha: Optional[float] = None,
             progress: bool = True, verbose: bool = True) -> Tuple[nn.Module, Comparison]:
-    """Train (or load) the teacher, then a scratch and a distilled student for every seed of the setup."""
+    """Train (or load) the teacher, then a scratch and a distilled student for every seed of the setup.
+
+    data: what setup.load() gives (or at least it): the teacher trains on setup.teacher_data(data),
+    the students on setup.data(data).
+    """
+    teacher, t_hist = train_or_load(setup.make_teacher, setup.teacher_data(data), setup.teacher, name="teacher",
+                                    progress=progress, verbose=False)
     data = setup.data(data)
-    teacher, t_hist = train_or_load(setup.make_teacher, data, setup.teacher, name="teacher", progress=progress,
-                                    verbose=False)
     result = Comparison(t_hist)
     for seed in setup.seeds:
-        _, h = train_or_load(setup.make_student, data, replace(setup.student, seed=seed), name=f"scratch-s{seed}",
-                             progress=progress, verbose=False)
+        model, h = train_or_load(setup.make_student, data, replace(setup.student, seed=seed),
+                                 name=f"scratch-s{seed}", progress=progress, verbose=False)
         result.scratch.append(h)
-        _, h = train_or_load(setup.make_student, data, setup.distilled(T, alpha, seed), teacher=teacher,
-                             name=f"distilled-s{seed}", progress=progress, verbose=False)
+        result.scratch_models.append(model)
+        model, h = train_or_load(setup.make_student, data, setup.distilled(T, alpha, seed), teacher=teacher,
+                                 name=f"distilled-s{seed}", progress=progress, verbose=False)
         result.distilled.append(h)
+        result.distilled_models.append(model)
     if verbose:
         print(runs_line("teacher and students", [t_hist, *result.scratch, *result.distilled]))
     return teacher, result
@@ -193,14 +250,15 @@ def grid(data: Data, setup: Setup, teacher: nn.Module, Ts: Sequence[float], alph
 def deit_variants(setup: Setup) -> Dict[str, Optional[FitConfig]]:
     """The students of the DeiT chapter: name -> config (None: from the labels alone, no teacher).
 
-    soft: kdlib's loss at the setup's T and alpha; hard: DeiT's cross entropy on the teacher's
-    arg-max, alpha = 0.5 as in DeiT; T = 0.5: the sharpening temperature of the write-up we follow.
+    DeiT's two losses: soft (the setup's T and alpha: DeiT's tau = 3, lambda = 0.1) and hard
+    (cross entropy on the teacher's arg-max, weight 0.5); and soft with the weight of hard
+    (alpha = 0.5), which tells whether hard wins by its form or by its weight on the teacher.
     """
     soft = setup.distilled()
     return {"labels only": None,
             f"soft (T={setup.T:g}, alpha={setup.alpha:g})": soft,
-            "hard (DeiT, alpha=0.5)": replace(soft, hard_distillation=True, alpha=0.5),
-            f"soft, T=0.5 (alpha={setup.alpha:g})": replace(soft, T=0.5)}
+            "hard (alpha=0.5)": replace(soft, hard_distillation=True, alpha=0.5),
+            f"soft (T={setup.T:g}, alpha=0.5)": replace(soft, alpha=0.5)}
 
 
 def run_variants(data: Data, setup: Setup, teacher: nn.Module, variants: Dict[str, Optional[FitConfig]],

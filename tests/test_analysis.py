@@ -96,3 +96,20 @@ def test_lookalike_can_admit_misclassified_examples_for_an_untrained_teacher():
     with pytest.raises(ValueError, match="classified correctly"):
         kd.analysis.lookalike(logits, labels, 0, 1)
     assert kd.analysis.lookalike(logits, labels, 0, 1, correct_only=False) == 0  # the larger p_1 / p_0
+
+
+def test_copied_mistakes_counts_the_teachers_wrong_answers_the_student_repeats():
+    y = torch.tensor([0, 1, 2, 0, 1])
+    teacher = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1, 1]), 3).float()  # wrong at 1, 2, 3
+    student = torch.nn.functional.one_hot(torch.tensor([0, 2, 2, 2, 0]), 3).float()  # repeats 1 only
+    assert analysis.copied_mistakes(student, teacher, y) == pytest.approx(1 / 3)
+    assert analysis.copied_mistakes(teacher, teacher, y) == 1.0
+
+
+def test_copied_mistakes_rejects_a_perfect_teacher_and_mismatched_shapes():
+    y = torch.tensor([0, 1])
+    right = torch.nn.functional.one_hot(y, 3).float()
+    with pytest.raises(ValueError, match="no mistake"):
+        analysis.copied_mistakes(right, right, y)
+    with pytest.raises(ValueError, match="same shape"):
+        analysis.copied_mistakes(right[:, :2], right, y)

@@ -71,18 +71,64 @@ def test_setup_data_takes_a_subset_only_when_asked_for_fewer_images():
 
 
 @pytest.mark.parametrize("make", [ex.cifar_cnn_setup, ex.deit_setup])
-def test_cifar_setups_have_every_profile_and_their_papers_models(make):
+def test_cifar_setups_have_every_profile_and_their_papers_models_in_full(make):
     for profile in kd.profiles.PROFILES:
         s = make(profile)
         assert s.profile == profile and s.T > 1 and 0 < s.alpha < 1
-        assert kd.count_params(s.make_teacher()) > kd.count_params(s.make_student())
+        assert kd.count_params(s.make_teacher()) >= kd.count_params(s.make_student())
     full, cpu = make("full"), make("cpu")
     assert full.n_train is None and full.n_test is None and full.student.augment and full.teacher.augment
-    assert len(cpu.seeds) >= 2 and not cpu.student.augment  # cpu: the teacher's logits once, not per batch
-    assert kd.count_params(ex.cifar_cnn_setup("cpu").make_teacher()) == 14_728_266
-    assert kd.count_params(ex.deit_setup("cpu").make_teacher()) == 11_173_962
+    assert len(cpu.seeds) >= 3 and not cpu.student.augment  # cpu: the teacher's logits once, not per batch
     with pytest.raises(ValueError, match="profile must be one of"):
         make("huge")
+
+
+def test_labml_experiment_keeps_labml_models_and_optimiser_in_full_and_a_better_informed_teacher_on_cpu():
+    full, cpu = ex.cifar_cnn_setup("full"), ex.cifar_cnn_setup("cpu")
+    assert kd.count_params(full.make_teacher()) == 14_728_266 and kd.count_params(full.make_student()) == 437_034
+    for cfg in (full.teacher, full.student, cpu.teacher, cpu.student):  # labml: Adam, lr 2.5e-4, batch 64
+        assert (cfg.optimizer, cfg.weight_decay, cfg.lr, cfg.batch_size) == ("adamw", 0.0, 2.5e-4, 64)
+    assert full.teacher.epochs == full.student.epochs == 20 and full.T == 5.0
+    assert cpu.teacher_n_train > 10 * cpu.n_train  # the cpu teacher's lead: more data, not more size
+    assert kd.count_params(ex.deit_setup("full").make_teacher()) == 11_173_962
+
+
+def test_labml_alpha_gives_kdlibs_loss_the_direction_of_labmls_gradient():
+    torch.manual_seed(0)
+    z, v, y = torch.randn(8, 10, requires_grad=True), 3 * torch.randn(8, 10), torch.randint(0, 10, (8,))
+    T = 5.0
+    ours = kd.distillation_loss(z, v, y, T=T, alpha=ex.labml_alpha(T))
+    kl = nn.KLDivLoss(log_target=True)  # labml's: reduction "mean"
+    theirs = 100 * kl(torch.log_softmax(z / T, -1), torch.log_softmax(v / T, -1)) + 0.5 * nn.functional.cross_entropy(z, y)
+    g_ours, = torch.autograd.grad(ours, z)
+    g_theirs, = torch.autograd.grad(theirs, z)
+    scale = (g_theirs.norm() / g_ours.norm()).item()
+    assert torch.allclose(g_theirs, scale * g_ours, atol=1e-6)
+    assert ex.labml_alpha(5.0) == pytest.approx(4 / 9)
+    wrong = kd.distillation_loss(z, v, y, T=T, alpha=0.8)  # another balance: not parallel
+    g_wrong, = torch.autograd.grad(wrong, z)
+    assert not torch.allclose(g_theirs, (g_theirs.norm() / g_wrong.norm()) * g_wrong, atol=1e-3)
+
+
+def test_teacher_learns_from_more_images_and_the_students_from_a_subset_of_them(monkeypatch):
+    seen = []
+    real = ktrain.fit
+
+    def record(model, data, *a, **k):
+        seen.append(data)
+        return real(model, data, *a, **k)
+
+    monkeypatch.setattr(ktrain, "fit", record)
+    setup = tiny_setup(n_train=60, teacher_n_train=180, n_test=30, seeds=(0,))
+    ex.compare(tiny_data(), setup, progress=False, verbose=False)
+    teacher, scratch, distilled = seen
+    assert len(teacher.y_train) == 180 and len(scratch.y_train) == len(distilled.y_train) == 60
+    assert torch.equal(scratch.x_train, distilled.x_train)
+    rows = {tuple(r.tolist()) for r in teacher.x_train}
+    assert all(tuple(r.tolist()) in rows for r in scratch.x_train)  # a subset of the teacher's images
+    assert torch.equal(teacher.x_test, scratch.x_test) and len(scratch.y_test) == 30
+    assert "the teacher's: 180" in setup.describe()
+    assert "the teacher's" not in tiny_setup(n_train=60).describe()
 
 
 def test_map_grid_spans_the_issue_axes_and_more_seeds_with_a_bigger_profile():
@@ -158,12 +204,19 @@ def test_sweep_seconds_counts_shared_runs_once():
 
 
 def test_deit_variants_differ_from_the_soft_student_in_one_setting_each():
-    s = replace(tiny_setup(), T=4.0, alpha=0.9)
+    s = replace(tiny_setup(), T=3.0, alpha=0.1)
     v = ex.deit_variants(s)
-    labels_only, soft, hard, sharp = v.values()
-    assert labels_only is None and (soft.T, soft.alpha, soft.hard_distillation) == (4.0, 0.9, False)
-    assert replace(hard, hard_distillation=False, alpha=0.9) == soft and hard.alpha == 0.5
-    assert replace(sharp, T=4.0) == soft and sharp.T == 0.5
+    labels_only, soft, hard, soft_half = v.values()
+    assert labels_only is None and (soft.T, soft.alpha, soft.hard_distillation) == (3.0, 0.1, False)
+    assert replace(hard, hard_distillation=False, alpha=0.1) == soft and hard.alpha == 0.5
+    assert replace(soft_half, alpha=0.1) == soft and soft_half.alpha == hard.alpha  # hard's weight, soft's form
+
+
+def test_deit_setup_uses_deits_soft_distillation_settings():
+    for profile in kd.profiles.PROFILES:
+        s = ex.deit_setup(profile)
+        assert (s.T, s.alpha) == (3.0, 0.1)  # DeiT: tau = 3, lambda = 0.1
+    assert kd.count_params(ex.deit_setup("full").make_student()) == 1_806_538
 
 
 def test_run_variants_trains_each_variant_and_seed_once_then_loads(count_fits):
