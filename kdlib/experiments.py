@@ -70,15 +70,21 @@ class Setup:
         return cifar10_or_standin(n_train, self.n_test, root=root, device=device, verbose=False)
 
     def teacher_data(self, data: Data) -> Data:
-        """The teacher's data: its class-balanced training subset (see teacher_n_train) and the test subset."""
-        n_train = self.n_train if self.teacher_n_train is None else self.teacher_n_train
-        data = data.subset(n_train) if n_train is not None and n_train < len(data.y_train) else data
-        return data.test_subset(self.n_test) if self.n_test is not None and self.n_test < len(data.y_test) else data
+        """The teacher's data: its class-balanced training subset (see teacher_n_train), the test subset."""
+        return self._images(data, self.n_train if self.teacher_n_train is None else self.teacher_n_train)
 
     def data(self, data: Data) -> Data:
-        """The students' data: a class-balanced subset of the teacher's images (or all), the same test images."""
-        data = self.teacher_data(data)
-        return data.subset(self.n_train) if self.n_train is not None and self.n_train < len(data.y_train) else data
+        """The students' data: a class-balanced training subset (or all of it), the same test images."""
+        return self._images(data, self.n_train)
+
+    def _images(self, data: Data, n_train: Optional[int]) -> Data:
+        # the smaller of the two training sets is drawn from the larger, so the students learn from
+        # images the teacher saw, or the teacher from images of the students'
+        data = data.test_subset(self.n_test) if self.n_test is not None and self.n_test < len(data.y_test) else data
+        for n in (None if None in (self.n_train, self.teacher_n_train) else max(self.n_train, self.teacher_n_train),
+                  n_train):
+            data = data.subset(n) if n is not None and n < len(data.y_train) else data
+        return data
 
     def distilled(self, T: Optional[float] = None, alpha: Optional[float] = None, seed: int = 0) -> FitConfig:
         return replace(self.student, T=self.T if T is None else T, alpha=self.alpha if alpha is None else alpha,
@@ -160,7 +166,7 @@ def deit_setup(profile: str) -> Setup:
         profile,
         smoke=Setup("smoke", 128, FitConfig(epochs=1, **adam), FitConfig(epochs=1, **adamw), seeds=(0,),
                     make_student=small_vit, n_test=256, teacher_n_train=256, **deit),
-        cpu=Setup("cpu", 3000, FitConfig(epochs=2, **adam), FitConfig(epochs=5, **adamw), seeds=(0, 1, 2),
+        cpu=Setup("cpu", 3000, FitConfig(epochs=2, **adam), FitConfig(epochs=8, **adamw), seeds=(0, 1, 2),
                   make_student=small_vit, n_test=2000, teacher_n_train=6000, **deit),
         full=Setup("full", None, FitConfig(epochs=15, **sgd), FitConfig(epochs=15, **dict(adamw, augment=True)),
                    seeds=(0, 1, 2), make_student=vit_tiny_cifar, **deit),
@@ -250,15 +256,13 @@ def grid(data: Data, setup: Setup, teacher: nn.Module, Ts: Sequence[float], alph
 def deit_variants(setup: Setup) -> Dict[str, Optional[FitConfig]]:
     """The students of the DeiT chapter: name -> config (None: from the labels alone, no teacher).
 
-    DeiT's two losses: soft (the setup's T and alpha: DeiT's tau = 3, lambda = 0.1) and hard
-    (cross entropy on the teacher's arg-max, weight 0.5); and soft with the weight of hard
-    (alpha = 0.5), which tells whether hard wins by its form or by its weight on the teacher.
+    DeiT's two losses: soft at the setup's T and alpha (DeiT's tau = 3, lambda = 0.1), and hard,
+    cross entropy on the teacher's arg-max with weight 0.5.
     """
     soft = setup.distilled()
     return {"labels only": None,
             f"soft (T={setup.T:g}, alpha={setup.alpha:g})": soft,
-            "hard (alpha=0.5)": replace(soft, hard_distillation=True, alpha=0.5),
-            f"soft (T={setup.T:g}, alpha=0.5)": replace(soft, alpha=0.5)}
+            "hard (alpha=0.5)": replace(soft, hard_distillation=True, alpha=0.5)}
 
 
 def run_variants(data: Data, setup: Setup, teacher: nn.Module, variants: Dict[str, Optional[FitConfig]],

@@ -331,7 +331,7 @@ def curves(histories: "dict", steps_per_epoch: int, smooth: int = 20) -> Figure:
 
 def batch_accuracy(histories: "dict", steps_per_epoch: int, smooth: int = 10) -> Figure:
     """Accuracy on each training batch: the whole run (moving average over `smooth` batches) and the
-    first epoch zoomed in, batch by batch, as the DeiT write-up plots it.
+    first epoch zoomed in, batch by batch, where a wrongly started run shows at once.
 
     histories: {label: kdlib.train.History}. Training-batch accuracy counts the student's arg-max
     against the true labels, whatever loss it was trained with.

@@ -131,9 +131,7 @@ def test_notebook_sources_have_no_control_characters(chapter):
         assert not found, f"cell {i} holds control characters {found} (a lost backslash: \\a is BEL)"
 
 
-@pytest.mark.parametrize("chapter", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="reworked and re-executed in issue 12"))
-    if c == "book/10_cnn_to_vit" else c for c in CHAPTERS])
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_code_lines_fit_the_page(chapter):
     long = [(i, line) for i, c in enumerate(notebook(chapter)["cells"]) if c["cell_type"] == "code"
             for line in "".join(c["source"]).splitlines() if len(line) > 88]

@@ -233,20 +233,7 @@ def test_images_load_and_are_not_shrunk_out_of_reading(page: str, seen: Visit) -
     assert not shrunk, f"images shrunk below {SHRUNK} of their width (column: {column:.0f} px): {shrunk}"
 
 
-# Pages not yet made to fit, each with its reason; strict, so a page that comes to fit fails here
-# until it is taken off this list.
-NOT_YET_FITTING = {
-    "book/10_cnn_to_vit": "its stored outputs predate the 88-column code; the chapter is being reworked "
-                          "(issue 12) and re-executed then",
-}
-
-
-def fitting_pages() -> List:
-    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_FITTING[p]))
-            if p in NOT_YET_FITTING else p for p in PAGES]
-
-
-@pytest.mark.parametrize("page", fitting_pages())
+@pytest.mark.parametrize("page", PAGES)
 def test_code_outputs_and_formulas_fit_the_column(page: str, seen: Visit) -> None:
     blocks = seen.facts["blocks"]
     wide = [b for b in blocks if b["scroll"] > b["client"] + 1]

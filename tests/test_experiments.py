@@ -131,6 +131,17 @@ def test_teacher_learns_from_more_images_and_the_students_from_a_subset_of_them(
     assert "the teacher's" not in tiny_setup(n_train=60).describe()
 
 
+def test_a_teacher_with_fewer_images_learns_from_a_subset_of_the_students_images():
+    data = tiny_data()
+    fewer = tiny_setup(n_train=120, teacher_n_train=30)
+    students, teacher = fewer.data(data), fewer.teacher_data(data)
+    assert len(students.y_train) == 120 and len(teacher.y_train) == 30
+    rows = {tuple(r.tolist()) for r in students.x_train}
+    assert all(tuple(r.tolist()) in rows for r in teacher.x_train)
+    # the students are the same as with a teacher on their own images: their runs are shared
+    assert torch.equal(students.x_train, tiny_setup(n_train=120).data(data).x_train)
+
+
 def test_map_grid_spans_the_issue_axes_and_more_seeds_with_a_bigger_profile():
     Ts, alphas, seeds = ex.map_grid("cpu")
     assert Ts == [1, 2, 4, 8, 16] and alphas[0] == 0 and alphas[-1] == 1 and len(alphas) == 6
@@ -206,10 +217,9 @@ def test_sweep_seconds_counts_shared_runs_once():
 def test_deit_variants_differ_from_the_soft_student_in_one_setting_each():
     s = replace(tiny_setup(), T=3.0, alpha=0.1)
     v = ex.deit_variants(s)
-    labels_only, soft, hard, soft_half = v.values()
+    labels_only, soft, hard = v.values()
     assert labels_only is None and (soft.T, soft.alpha, soft.hard_distillation) == (3.0, 0.1, False)
     assert replace(hard, hard_distillation=False, alpha=0.1) == soft and hard.alpha == 0.5
-    assert replace(soft_half, alpha=0.1) == soft and soft_half.alpha == hard.alpha  # hard's weight, soft's form
 
 
 def test_deit_setup_uses_deits_soft_distillation_settings():
