@@ -1,14 +1,17 @@
-"""Reading what a trained teacher knows: its look-alikes and its sense of which classes are similar."""
+"""Reading what a trained teacher knows (its look-alikes, its sense of which classes are similar), and what
+reaches a student from it (the mistakes it copies, the teacher's share of its gradient)."""
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import check_labels, check_logits, softmax_t
+from .losses import check_alpha, check_labels, check_logits, check_temperature, softmax_t
 
-__all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes"]
+__all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
+           "teacher_share"]
 
 
 def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
@@ -124,3 +127,35 @@ def copied_mistakes(student_logits: Tensor, teacher_logits: Tensor, labels: Tens
     if not wrong.any():
         raise ValueError("the teacher makes no mistake on these examples: there is nothing to copy")
     return (s[wrong] == t[wrong]).double().mean().item()
+
+
+def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, T: float, alpha: float,
+                  hard: bool = False) -> float:
+    """How much of a distillation loss's gradient comes from the teacher, averaged over the examples.
+
+    The gradient in the student's logits z of one example splits into a teacher part and a label part:
+
+        soft (kd.distillation_loss):       alpha T (q^T - p^T)      +  (1 - alpha)(q - y)
+        hard (kd.hard_distillation_loss):  alpha (q - onehot(y_t))  +  (1 - alpha)(q - y)
+
+    with q^T = softmax(z / T), p^T = softmax(v / T), q = q^1, y_t = argmax v. Returns the mean over
+    the examples of |teacher part| / (|teacher part| + |label part|): 0 when only the labels pull,
+    1 when only the teacher does. Shapes: (N, C), (N, C), (N,) -> float. T is ignored when hard.
+    """
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits and teacher_logits must have the same shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    N, C = student_logits.shape
+    y = check_labels(labels, N, C)
+    alpha = check_alpha(alpha)
+    z, v = student_logits.detach().double(), teacher_logits.detach().double()
+    q = softmax_t(z, 1.0)
+    if hard:
+        teacher_part = alpha * (q - F.one_hot(v.argmax(1), C))
+    else:
+        teacher_part = alpha * check_temperature(T) * (softmax_t(z, T) - softmax_t(v, T))
+    label_part = (1 - alpha) * (q - F.one_hot(y, C))
+    t, l = teacher_part.norm(dim=1), label_part.norm(dim=1)
+    return (t / (t + l).clamp_min(torch.finfo(t.dtype).tiny)).mean().item()

@@ -113,3 +113,33 @@ def test_copied_mistakes_rejects_a_perfect_teacher_and_mismatched_shapes():
         analysis.copied_mistakes(right, right, y)
     with pytest.raises(ValueError, match="same shape"):
         analysis.copied_mistakes(right[:, :2], right, y)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_teacher_share_splits_the_losss_own_gradient(hard):
+    torch.manual_seed(0)
+    z, v, y = torch.randn(16, 5, requires_grad=True), 3 * torch.randn(16, 5), torch.randint(0, 5, (16,))
+    T, alpha = 3.0, 0.3
+    loss = (kd.hard_distillation_loss(z, v, y, alpha=alpha) if hard
+            else kd.distillation_loss(z, v, y, T=T, alpha=alpha))
+    g, = torch.autograd.grad(loss, z)
+    # the two parts add up to the loss's gradient (times the batch: the loss is a batch mean)
+    q = torch.softmax(z.detach(), 1)
+    target = torch.nn.functional.one_hot(v.argmax(1), 5) if hard else None
+    t_part = (alpha * (q - target) if hard
+              else alpha * T * (torch.softmax(z.detach() / T, 1) - torch.softmax(v / T, 1)))
+    l_part = (1 - alpha) * (q - torch.nn.functional.one_hot(y, 5))
+    torch.testing.assert_close(16 * g, t_part + l_part, atol=1e-5, rtol=1e-4)
+    expected = (t_part.norm(dim=1) / (t_part.norm(dim=1) + l_part.norm(dim=1))).mean().item()
+    assert analysis.teacher_share(z, v, y, T, alpha, hard=hard) == pytest.approx(expected, rel=1e-5)
+
+
+def test_teacher_share_is_zero_without_the_teacher_and_one_without_the_labels():
+    torch.manual_seed(1)
+    z, v, y = torch.randn(8, 4), torch.randn(8, 4), torch.randint(0, 4, (8,))
+    assert analysis.teacher_share(z, v, y, 2.0, 0.0) == 0.0
+    assert analysis.teacher_share(z, v, y, 2.0, 1.0) == 1.0
+    with pytest.raises(ValueError, match="alpha"):
+        analysis.teacher_share(z, v, y, 2.0, 1.5)
+    with pytest.raises(ValueError, match="T"):
+        analysis.teacher_share(z, v, y, 0.0, 0.5)
