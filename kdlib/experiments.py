@@ -108,9 +108,9 @@ def cifar_cnn_setup(profile: str) -> Setup:
     """labml's CIFAR-10 experiment, large CNN -> small CNN at T = 5, with labml's Adam at lr 2.5e-4.
 
     full: labml's settings: the large CNN (dropout 0.1) teaches the small one; batch 64, 20
-    epochs, crop + flip, all 50,000 images. cpu: a CPU trains the large CNN at about 2,000 s per
-    epoch of 50,000 images, so the teacher is the small CNN itself, trained on all of the
-    stand-in's 60,000 training images; the students learn from 5,000 of them (Hinton et al.'s
+    epochs, crop + flip, all 50,000 images. cpu: a CPU needs minutes per epoch of 50,000 images
+    for the large CNN (chapter 9 measures it), so the teacher is the small CNN itself, trained on
+    all of the stand-in's 60,000 training images; the students learn from 5,000 of them (Hinton et al.'s
     section 6: the teacher knows more because it saw more), without augmentation, so that the
     teacher's logits are computed once. alpha = 4/9 gives the two terms' gradients labml's
     balance (see labml_alpha).
