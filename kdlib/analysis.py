@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import check_alpha, check_labels, check_logits, check_temperature, softmax_t
+from .losses import check_alpha, check_labels, check_logits, check_pair, loss_gradient, softmax_t
 
 __all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
            "teacher_share"]
@@ -116,11 +115,7 @@ def copied_mistakes(student_logits: Tensor, teacher_logits: Tensor, labels: Tens
     student_logits z, teacher_logits v: (N, C); labels y: (N,). 1: the student repeats every
     mistake of its teacher; 0: none. A teacher without a mistake is a ValueError (nothing to copy).
     """
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits and teacher_logits must have the same shape, got "
-                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    check_pair(student_logits, teacher_logits)
     y = check_labels(labels, *teacher_logits.shape)
     s, t = student_logits.argmax(1), teacher_logits.argmax(1)
     wrong = t != y
@@ -142,20 +137,14 @@ def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     the examples of |teacher part| / (|teacher part| + |label part|): 0 when only the labels pull,
     1 when only the teacher does. Shapes: (N, C), (N, C), (N,) -> float. T is ignored when hard.
     """
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits and teacher_logits must have the same shape, got "
-                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
-    N, C = student_logits.shape
-    y = check_labels(labels, N, C)
+    check_pair(student_logits, teacher_logits)
     alpha = check_alpha(alpha)
     z, v = student_logits.detach().double(), teacher_logits.detach().double()
-    q = softmax_t(z, 1.0)
-    if hard:
-        teacher_part = alpha * (q - F.one_hot(v.argmax(1), C))
+    per_image = len(z)  # loss_gradient is a batch mean: times B, each row is one example's gradient
+    if hard:  # the teacher's arg-max as a second label
+        teacher_part = alpha * per_image * loss_gradient(z, v, v.argmax(1), T=1.0, alpha=0.0)
     else:
-        teacher_part = alpha * check_temperature(T) * (softmax_t(z, T) - softmax_t(v, T))
-    label_part = (1 - alpha) * (q - F.one_hot(y, C))
+        teacher_part = alpha * per_image * loss_gradient(z, v, labels, T=T, alpha=1.0)
+    label_part = (1 - alpha) * per_image * loss_gradient(z, v, labels, T=1.0, alpha=0.0)
     t, l = teacher_part.norm(dim=1), label_part.norm(dim=1)
     return (t / (t + l).clamp_min(torch.finfo(t.dtype).tiny)).mean().item()

@@ -105,7 +105,7 @@ def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(
             f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, "
-            f"got {tuple(teacher_logits.shape)} (same batch, same number of classes)")
+            f"got {tuple(teacher_logits.shape)} (the same shape: same batch, same number of classes)")
 
 
 # ------------------------------------------------------- softmax with temperature
