@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cache import cache_dir
 from .profiles import DRY_RUN_TEST, DRY_RUN_TRAIN, dry_run
 
 __all__ = ["Data", "DATASETS", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices",
@@ -113,12 +114,6 @@ class Data:
                                        f"not {self.standin_for} results", width, initial_indent="  ",
                                        subsequent_indent="    "))
         return "\n".join(lines)
-
-
-def cache_dir() -> Path:
-    """Where kdlib keeps downloads and checkpoints: KDLIB_CACHE, else ~/.cache/kdlib."""
-    root = os.environ.get("KDLIB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kdlib"
-    return Path(root)
 
 
 # ------------------------------------------------------------------ IDX files (MNIST, Fashion-MNIST)

@@ -10,15 +10,25 @@ group before kdlib.fit is called), fit trains one model on N processes with Dist
                         single-process step on the same global batch, up to float rounding
     metrics             summed over the ranks once per epoch (no extra communication per step)
     output              only rank 0 prints, shows progress and writes checkpoints
+    test set            a Data's test set and a DataLoader with a DistributedSampler are split
+                        between the ranks and their counts summed; any other test loader is scored
+                        whole on every rank (the same numbers, counted once)
+
+One difference remains: batch norm. Each rank normalises over its own share of the batch, so a
+model with BatchNorm layers does not train what one process trains (wrap warns). On GPUs,
+nn.SyncBatchNorm.convert_sync_batchnorm(model) before fit normalises over the global batch;
+torch has no SyncBatchNorm for CPU tensors.
 
 Without an initialised process group every function here is the single-process identity: rank 0 of 1.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -27,7 +37,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = ["active", "rank", "world_size", "is_main", "shard", "all_sum", "gather_rows", "barrier", "wrap",
-           "launch"]
+           "shared_token", "launch"]
 
 
 def active() -> bool:
@@ -87,6 +97,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shared_token() -> str:
+    """A random hex token, the same on every rank (rank 0's): the name of a file the ranks write together."""
+    return f"{int(all_sum(torch.tensor([secrets.randbits(62) if is_main() else 0]))):016x}"
+
+
 def wrap(model: nn.Module) -> nn.Module:
     """model inside DistributedDataParallel when several processes train it; model itself otherwise.
 
@@ -95,6 +110,12 @@ def wrap(model: nn.Module) -> nn.Module:
     """
     if not active():
         return model
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+           for m in model.modules()):
+        warnings.warn(f"the model has BatchNorm layers: on {world_size()} processes each normalises over its "
+                      f"own share of the batch, so they do not train what one process trains; on GPUs, "
+                      f"nn.SyncBatchNorm.convert_sync_batchnorm(model) before fit normalises over the "
+                      f"global batch", stacklevel=3)
     device = next(model.parameters()).device
     ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -16,6 +16,7 @@ Every model returns logits z of shape (B, C); softmax and temperature live in
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from numbers import Integral, Real
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
@@ -321,6 +322,13 @@ def vit_tiny_cifar(num_classes: int = 10, patch_size: int = 4, dim: int = 192, d
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters in model (buffers such as BatchNorm's running mean excluded)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """The device of module's first parameter or buffer; the CPU for a module that holds neither."""
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager

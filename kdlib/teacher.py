@@ -13,19 +13,20 @@ on every batch.
 from __future__ import annotations
 
 import hashlib
+import os
 import weakref
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from . import distributed
-from .data import cache_dir
+from .cache import cache_dir, discard, reserve, temporary_name
 from .keys import fingerprint, module_content
-from .models import eval_mode
+from .models import device_of, eval_mode
 from .precision import autocast, resolve_precision
 
 __all__ = ["frozen_forward", "teacher_logits", "Indexed", "logit_table"]
@@ -75,7 +76,8 @@ class Indexed(Dataset):
 
     Wrap a data set in it and kdlib.fit reads each batch's teacher logits by index from a table made
     once (logit_table), instead of running the teacher on every batch. Only for inputs that are the
-    same every epoch: with random transforms, the teacher must see each new version (do not wrap).
+    same every epoch: with random transforms, the teacher must see each new version (do not wrap;
+    logit_table refuses inputs that change between reads).
     """
 
     def __init__(self, dataset: Dataset):
@@ -85,34 +87,48 @@ class Indexed(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        x, y = self.dataset[i][:2]
-        return x, y, i
+        item = self.dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError(f"Indexed needs a data set whose items are (x, y, ...) tuples, got a "
+                            f"{type(item).__name__} at index {i}: wrap it so that each item is (input, label)")
+        return item[0], item[1], i
 
 
-def _my_share(dataset: Indexed, batch_size: int, num_workers: int, collate_fn: Optional[Callable]) -> DataLoader:
-    """This process's strided share of the data set (items rank, rank + W, ...), in order, in batches."""
+def _my_share(dataset: Indexed, loading: Dict[str, object]) -> DataLoader:
+    """This process's strided share of the data set (items rank, rank + W, ...), in order, in batches.
+
+    loading: the DataLoader's batch_size, num_workers, collate_fn and worker_init_fn.
+    """
     share = Subset(dataset, range(distributed.rank(), len(dataset), distributed.world_size()))
-    return DataLoader(share, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn)
+    return DataLoader(share, **loading)
+
+
+def _row_digests(x: Tensor) -> Tensor:
+    """(B, 5) int32: the SHA-1 of each sample's input bytes in x (B, ...), with its dtype and shape."""
+    head = f"{x.dtype} {tuple(x.shape[1:])}".encode()
+    rows = x.detach().cpu().contiguous().reshape(len(x), -1).view(torch.uint8).numpy()
+    return torch.stack([torch.from_numpy(np.frombuffer(hashlib.sha1(head + row.tobytes()).digest(), np.int32).copy())
+                        for row in rows])
 
 
 def input_digests(dataset: Indexed, batch_size: int = 1024, num_workers: int = 0,
-                  collate_fn: Optional[Callable] = None) -> Tensor:
+                  collate_fn: Optional[Callable] = None, worker_init_fn: Optional[Callable] = None) -> Tensor:
     """(N, 5) int32: the SHA-1 of every sample's input bytes (with its dtype and shape), at its index.
 
     The content key of a data set seen in any order, one pass over it. On several processes each
     hashes its share and the rows are summed over the ranks (each row is one rank's, zeros elsewhere).
     """
+    loading = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
+                   worker_init_fn=worker_init_fn)
     digests = torch.zeros(len(dataset), 5, dtype=torch.int32)
-    for x, _, idx in _my_share(dataset, batch_size, num_workers, collate_fn):
-        head = f"{x.dtype} {tuple(x.shape[1:])}".encode()
-        rows = x.detach().cpu().contiguous().reshape(len(x), -1).view(torch.uint8).numpy()
-        for i, row in zip(idx.tolist(), rows):
-            digests[i] = torch.tensor(np.frombuffer(hashlib.sha1(head + row.tobytes()).digest(), np.int32))
+    for x, _, idx in _my_share(dataset, loading):
+        digests[idx] = _row_digests(x)
     return distributed.all_sum(digests)
 
 
 def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, num_workers: int = 0,
-                collate_fn: Optional[Callable] = None, precision: str = "auto") -> Tensor:
+                collate_fn: Optional[Callable] = None, precision: str = "auto",
+                worker_init_fn: Optional[Callable] = None) -> Tensor:
     """The teacher's logits (N, C) for every sample of dataset, read from a memory-mapped file.
 
     The file, in the cache's folder teacher-logits/, is named by the content of everything that
@@ -121,39 +137,73 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
     the same file), and any later call with the same teacher and inputs reads it after one hashing
     pass over the data. Rows are read from disk as they are indexed: N x C floats never need to fit
     in memory (ImageNet's 1.28M x 1,000 would be 5.1 GB).
+
+    Never a wrong row: a file whose size is not 4·N·C bytes for this teacher's C is made again; the
+    pass that makes it hashes every input again and refuses (ValueError) when an input differs from
+    the first read (a random transform in the data set); each writer fills its own temporary file
+    and renames it whole; a full disk is an OSError before the pass, with the bytes needed.
     """
-    device = next(teacher.parameters()).device
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: the teacher's logit table needs at least one sample")
+    device = device_of(teacher)
     precision = resolve_precision(device, precision)
-    digests = input_digests(dataset, batch_size, num_workers, collate_fn)
+    loading = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
+                   worker_init_fn=worker_init_fn)
+    digests = input_digests(dataset, **loading)
     key = fingerprint([module_content(teacher), precision, str(device), digests])
     path = cache_dir() / "teacher-logits" / f"{key}.f32"
-    # every process must take the same branch: the file counts as there only if all of them see it
-    seen = distributed.all_sum(torch.tensor([int(path.exists())]))
-    if int(seen) < distributed.world_size():
-        _write_table(teacher, dataset, path, batch_size, num_workers, collate_fn, precision, device)
-    N = len(dataset)
-    C = path.stat().st_size // (4 * N)
+    N, C = len(dataset), _classes(teacher, dataset, collate_fn, precision, device)
+    # a whole table has exactly N x C float32s: a truncated or foreign file is made again
+    whole = path.exists() and path.stat().st_size == 4 * N * C
+    # every process must take the same branch: the file counts as there only if all of them see it whole
+    if int(distributed.all_sum(torch.tensor([int(whole)]))) < distributed.world_size():
+        _write_table(teacher, dataset, path, digests, loading, (N, C), precision, device)
     # copy-on-write: the tensor is writable (no warning), but nothing written to it reaches the file
     return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c", shape=(N, C)))
 
 
-def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, batch_size: int, num_workers: int,
-                 collate_fn: Optional[Callable], precision: str, device: torch.device) -> None:
-    """Fill path with the teacher's logits, each process writing its share's rows; atomic rename at the end."""
-    share = _my_share(dataset, batch_size, num_workers, collate_fn)
-    first = next(iter(share))[0][:1].to(device)
-    N, C = len(dataset), frozen_forward(teacher, first, precision=precision).shape[1]
-    tmp = path.with_suffix(".tmp")
-    if distributed.is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.memmap(tmp, dtype=np.float32, mode="w+", shape=(N, C)).flush()  # the file, at its full size
-    distributed.barrier()
-    table = np.memmap(tmp, dtype=np.float32, mode="r+", shape=(N, C))
-    for x, _, idx in share:
-        table[idx.numpy()] = frozen_forward(teacher, x.to(device), len(x), precision).cpu().numpy()
-    table.flush()
-    del table
-    distributed.barrier()  # every share written
-    if distributed.is_main():
-        tmp.replace(path)  # atomic: a half-written table never has the final name
+def _classes(teacher: nn.Module, dataset: Indexed, collate_fn: Optional[Callable], precision: str,
+             device: torch.device) -> int:
+    """C, the number of logits the teacher gives: one forward pass of the data set's first input."""
+    x = (collate_fn or default_collate)([dataset[0]])[0]
+    return frozen_forward(teacher, x[:1].to(device), precision=precision).shape[1]
+
+
+def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tensor, loading: Dict[str, object],
+                 shape: Tuple[int, int], precision: str, device: torch.device) -> None:
+    """Fill path with the teacher's logits (N, C), each process writing its share's rows.
+
+    The processes of this run share one temporary file of their own (another run filling the same
+    table at the same time has another); it is renamed to path when every share is written.
+    """
+    tmp = temporary_name(path, distributed.shared_token())
+    try:
+        made = True
+        if distributed.is_main():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                reserve(tmp, 4 * shape[0] * shape[1])  # the file at its full size, every block on disk
+            except OSError as e:
+                made, error = False, e
+        if int(distributed.all_sum(torch.tensor([int(made)]))) < distributed.world_size():
+            raise error if distributed.is_main() else OSError(f"rank 0 could not make {tmp}")
+        table = np.memmap(tmp, dtype=np.float32, mode="r+", shape=shape)
+        changed = 0
+        for x, _, idx in _my_share(dataset, loading):
+            changed += int((_row_digests(x) != digests[idx]).any(1).sum())
+            table[idx.numpy()] = frozen_forward(teacher, x.to(device), len(x), precision).cpu().numpy()
+        table.flush()
+        del table
+        changed = int(distributed.all_sum(torch.tensor([changed])))
+        if changed:
+            raise ValueError(f"{changed} of {shape[0]} inputs of the data set differed between two reads (a "
+                             f"random transform?): a table of teacher logits would pair them with other views "
+                             f"than the student sees. Do not wrap such a data set in kd.Indexed (the teacher "
+                             f"then runs on every batch), or move the augmentation to FitConfig(augment=True)")
+        distributed.barrier()  # every share written
+        if distributed.is_main():
+            os.replace(tmp, path)  # atomic: a half-written table never has the final name
+    finally:
+        if distributed.is_main():
+            discard(tmp)  # a failed pass leaves nothing behind
     distributed.barrier()

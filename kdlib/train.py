@@ -15,20 +15,24 @@ from __future__ import annotations
 import math
 import os
 import time
-from functools import partial
+import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from numbers import Real
 from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
-from .data import Data, augment_crop_flip, batch_indices, cache_dir
+from .cache import cache_dir, discard, temporary_name, unwritable
+from .data import Data, augment_crop_flip, batch_indices
 from .keys import fingerprint, module_content
 from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
-from .models import eval_mode
+from .models import device_of, eval_mode
 from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
 from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
@@ -61,8 +65,12 @@ class FitConfig:
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name, low in (("lr", "> 0"), ("weight_decay", ">= 0")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Real):
+                raise TypeError(f"{name} must be a real number {low}, got {type(v).__name__}")
+            if not math.isfinite(v) or not (v > 0 if low == "> 0" else v >= 0):
+                raise ValueError(f"{name} must be finite and {low}, got {v}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
@@ -110,14 +118,24 @@ def _slices(x: Tensor, y: Tensor, batch_size: int) -> Iterator[Tuple[Tensor, Ten
     return ((x[i: i + batch_size], y[i: i + batch_size]) for i in range(0, len(x), batch_size))
 
 
+def unpack(batch, name: str = "data") -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(x, y, index or None) of a batch (x, y) or (x, y, index); a TypeError naming `name` otherwise."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        what = f"a dict with keys {sorted(batch, key=str)}" if isinstance(batch, dict) else type(batch).__name__
+        raise TypeError(f"{name} must give batches (x, y) or (x, y, index), got {what}: make the data set's items "
+                        f"(input, label) tuples, or give the DataLoader a collate_fn that returns them")
+    return batch[0], batch[1], (batch[2] if len(batch) > 2 else None)
+
+
 @torch.no_grad()
 def _test_sums(model: nn.Module, batches: Batches, precision: str) -> Tensor:
     """(errors, summed cross entropy, examples) of model on the batches, as one float64 tensor."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     with eval_mode(model), autocast(device, precision):
         for batch in batches:
-            x, y = batch[0].to(device), batch[1].to(device)
+            x, y, _ = unpack(batch, "the test set")
+            x, y = x.to(device), y.to(device)
             logits = model(x).float()
             sums += torch.stack([(logits.argmax(1) != y).sum().double(),
                                  F.cross_entropy(logits, y, reduction="sum").double(),
@@ -150,37 +168,56 @@ def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def check_fit_inputs(model: nn.Module, x: Tensor, y: Tensor, num_classes: Optional[int],
-                     teacher: Optional[nn.Module], name: str = "data.y_train") -> None:
-    """The labels y (B,), called `name` in errors, are int64 in [0, classes); model and teacher give one
-    logit per class on x."""
+def check_batch(x: Tensor, y: Tensor, num_classes: int, name: str) -> None:
+    """The labels y (B,), called `name` in errors, are int64 in [0, num_classes), one per input of x (B, ...),
+    and the inputs are finite (a NaN input would make every weight NaN within a step)."""
     if len(x) != len(y) or y.dtype != torch.int64:
         raise ValueError(f"{name} must hold one int64 label per training image, got {len(x)} images "
                          f"and labels {tuple(y.shape)} of dtype {y.dtype}")
+    check_labels(y, len(y), num_classes, name=name)
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"the inputs that go with {name} hold NaN or inf at {int((~torch.isfinite(x)).sum())} "
+                         f"places: clean the data (kdlib trains on finite inputs only)")
+
+
+def check_fit_inputs(model: nn.Module, x: Tensor, y: Tensor, num_classes: Optional[int],
+                     teacher: Optional[nn.Module], name: str = "data.y_train") -> int:
+    """Check the labels y (B,), called `name` in errors, and the inputs x (see check_batch), and that model
+    and teacher give one logit per class on x; return that number of classes C."""
+    if len(x) != len(y):
+        check_batch(x, y, 1, name)  # says what is wrong
     # two examples, not one: a batch norm without running statistics needs two values per channel
-    probe = x[:2].to(next(model.parameters()).device)
+    probe = x[:2].to(device_of(model))
     with torch.no_grad(), eval_mode(model):
         C = model(probe).shape[-1]
     if num_classes is not None and C != num_classes:
         raise ValueError(f"model gives {C} logits but the data has {num_classes} classes")
-    check_labels(y, len(y), C, name=name)
+    check_batch(x, y, C, name)
     if teacher is not None:
-        Ct = frozen_forward(teacher, probe).shape[-1]
+        Ct = frozen_forward(teacher, probe.to(device_of(teacher))).shape[-1]
         if Ct != C:
             raise ValueError(f"teacher gives {Ct} logits but the student gives {C}: "
                              f"teacher and student must share the classes")
+    return C
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 # each source yields, per step, (x, y, index or None, weight): weight scales this process's loss so
 # that the step is the one of the global batch (see kdlib.distributed)
-def tensor_batches(data: Data, batch_size: int,
-                   gen: torch.Generator) -> Iterator[tuple]:
-    """One epoch of data's tensors: shuffled global batches, this process's rows."""
+def tensor_batches(data: Data, batch_size: int, gen: torch.Generator,
+                   min_rows: int = 1) -> Iterator[tuple]:
+    """One epoch of data's tensors: shuffled global batches, this process's rows.
+
+    A last batch of fewer than min_rows rows is left out (fewer than one row per process, or than
+    two per process for a batch norm, which cannot normalise a single value)."""
     W = distributed.world_size()
     for idx in batch_indices(len(data.y_train), batch_size, gen, data.x_train.device):
+        if len(idx) < min_rows:
+            continue
         if W > 1:
-            if len(idx) < W:  # fewer rows than processes: one would get none
-                continue
             mine = distributed.shard(idx)
             yield data.x_train[mine], data.y_train[mine], mine, len(mine) * W / len(idx)
         else:
@@ -188,18 +225,17 @@ def tensor_batches(data: Data, batch_size: int,
 
 
 def loader_batches(loader: Batches, epoch: int, device: torch.device,
-                   check: Optional[Callable[[Tensor, Tensor], None]] = None) -> Iterator[tuple]:
-    """One epoch of a DataLoader (or any iterable of batches), moved to device; check(x, y), if
-    given, sees the first batch. A DistributedSampler gets the epoch, so that each epoch is a new
-    permutation, the same on every process."""
+                   check: Callable[[Tensor, Tensor], None]) -> Iterator[tuple]:
+    """One epoch of a DataLoader (or any iterable of batches), each batch checked by check(x, y) where
+    it comes from (the CPU, before it moves: no device sync), then moved to device. A DistributedSampler
+    gets the epoch, so that each epoch is a new permutation, the same on every process."""
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
-    for step, batch in enumerate(loader):
-        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        if step == 0 and check is not None:
-            check(x, y)
-        yield x, y, (batch[2] if len(batch) > 2 else None), 1.0
+    for batch in loader:
+        x, y, idx = unpack(batch)
+        check(x, y)
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx, 1.0
 
 
 def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str) -> Optional[Tensor]:
@@ -207,7 +243,8 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str)
     when the data offers no index (then the teacher runs on every batch).
 
     A Data: teacher_logits, in memory (on several processes each computes its strided share).
-    A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache.
+    A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache, read
+    with the loader's own collate_fn, workers and worker_init_fn.
     """
     if isinstance(data, Data):
         n = len(data.y_train)
@@ -216,18 +253,37 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str)
     if isinstance(dataset, Indexed):
         return logit_table(teacher, dataset, batch_size=max(getattr(data, "batch_size", None) or 1, 256),
                            num_workers=getattr(data, "num_workers", 0), collate_fn=getattr(data, "collate_fn", None),
-                           precision=precision)
+                           precision=precision, worker_init_fn=getattr(data, "worker_init_fn", None))
     return None
 
 
-def steps_per_epoch(data: Union[Data, Batches], batch_size: int) -> Optional[int]:
+def min_batch_rows(model: nn.Module) -> int:
+    """The fewest rows a global batch needs: one per process, two with a batch norm."""
+    return distributed.world_size() * (2 if has_batch_norm(model) else 1)
+
+
+def steps_per_epoch(data: Union[Data, Batches], batch_size: int, min_rows: int = 1) -> Optional[int]:
     if isinstance(data, Data):
         full, last = divmod(len(data.y_train), batch_size)
-        return full + (last >= distributed.world_size())  # a last batch smaller than the world is left out
+        return full + (last >= min_rows)  # a last batch too small to train on is left out (tensor_batches)
     try:
         return len(data)
     except TypeError:  # an iterable without a length
         return None
+
+
+def check_loader(data: Batches, model: nn.Module) -> None:
+    """A DataLoader whose last batch would hold one sample cannot train a model with batch norm: say so."""
+    size = getattr(data, "batch_size", None)
+    try:
+        n = len(data.dataset)
+    except (AttributeError, TypeError):  # no data set with a length: nothing to check ahead
+        return
+    if has_batch_norm(model) and size and not getattr(data, "drop_last", False) and n % size == 1 \
+            and not distributed.active():
+        raise ValueError(f"data's last batch holds one sample ({n:,} samples, batch_size {size}), and a batch "
+                         f"norm cannot normalise one value: give the DataLoader drop_last=True or another "
+                         f"batch_size")
 
 
 def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: Optional[nn.Module] = None,
@@ -240,32 +296,46 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
     (batches of cfg.batch_size are shuffled index slices), or any iterable of batches, e.g. a torch
     DataLoader (its batch size and order rule; cfg.batch_size is not used): each (x, y) or (x, y, index)
     with index (B,) the samples' positions in data.dataset (kdlib.Indexed adds it). Batches move to
-    the model's device. test: scored after each epoch, a Data or an iterable of (x, y) batches;
-    default: data's own test set when data is a Data.
+    the model's device; every batch's labels and inputs are checked first, where they come from.
+    test: scored after each epoch, a Data or an iterable of (x, y) batches; default: data's own
+    test set when data is a Data.
     Loss per batch: cross entropy with the labels alone; with a teacher, distillation_loss(z, v, y,
     cfg.T, cfg.alpha) on its logits v (or hard_distillation_loss when cfg.hard_distillation), or
     loss_fn(z, v, y) when given (z, v: (B, C) logits, y: (B,) labels; e.g. a loss with a known bug).
     The teacher stays in eval mode under no_grad and is never changed. Its logits come from a table
     made once (fixed_logits) on fixed inputs, from a pass per batch with cfg.augment.
+    If the loss or the weights stop being finite, fit puts back the weights the model had before
+    and raises RuntimeError: it never returns NaN weights.
     Under torchrun, every process calls fit alike and trains one model (kdlib.distributed): a Data's
     global batch of cfg.batch_size is split between the processes; a DataLoader should have a
     DistributedSampler. Only rank 0 shows progress.
     """
     if loss_fn is not None and teacher is None:
         raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
+    if not any(True for _ in model.parameters()):
+        raise ValueError("model has no parameters to train")
     in_memory = isinstance(data, Data)
     if in_memory:
         check_fit_inputs(model, data.x_train, data.y_train, data.num_classes, teacher)
         test = data if test is None else test
+        if cfg.batch_size < distributed.world_size():
+            raise ValueError(f"cfg.batch_size ({cfg.batch_size}) is the global batch, split between the "
+                             f"{distributed.world_size()} processes: it must be at least their number")
     elif isinstance(data, Tensor) or not hasattr(data, "__iter__"):
         raise TypeError(f"data must be a kdlib Data or an iterable of (x, y[, index]) batches such as a "
                         f"DataLoader, got {type(data).__name__}")
-    device = next(model.parameters()).device
+    else:
+        check_loader(data, model)
+    device = device_of(model)
     torch.manual_seed(cfg.seed)                       # dropout masks
     gen = torch.Generator().manual_seed(cfg.seed)     # batch order and augmentation
     opt = make_optimizer(model, cfg)
     epochs = min(cfg.epochs, DRY_RUN_EPOCHS) if dry_run() else cfg.epochs  # KDLIB_DRY_RUN: code paths, not results
-    per_epoch = steps_per_epoch(data, cfg.batch_size)
+    min_rows = min_batch_rows(model)
+    per_epoch = steps_per_epoch(data, cfg.batch_size, min_rows)
+    if per_epoch == 0:
+        raise ValueError("data gives no batch to train on: it is empty, or a DataLoader with drop_last=True "
+                         "holds fewer samples than one batch")
     if cfg.schedule == "cosine" and per_epoch is None:
         raise ValueError("schedule='cosine' needs the number of steps: data must have a length (a DataLoader has)")
     steps = per_epoch and epochs * per_epoch
@@ -274,18 +344,26 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
              if cfg.schedule == "cosine" else None)
     precision = resolve_precision(device, cfg.precision)  # of the student, its teacher and the tests
     scaler = grad_scaler(device, precision)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}  # put back if training diverges
     net = distributed.wrap(model)  # DistributedDataParallel under torchrun; the model itself otherwise
     hist = History()
     # TQDM_DISABLE=1 silences the bar too (for executing the book's pages); only rank 0 shows one
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0") or not distributed.is_main()
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
     start = time.perf_counter()
+    classes = data.num_classes if in_memory else None
+
+    def check(x: Tensor, y: Tensor) -> None:  # each batch of a DataLoader; the first also against the model
+        nonlocal classes
+        if classes is None:
+            classes = check_fit_inputs(model, x, y, None, teacher, name="the labels of data's first batch")
+        else:
+            check_batch(x, y, classes, name="the labels of a batch of data")
+
     def batches(epoch: int) -> Iterator[tuple]:  # the one difference between tensors and a DataLoader
         if in_memory:
-            return tensor_batches(data, cfg.batch_size, gen)
-        check = partial(check_fit_inputs, model, num_classes=None, teacher=teacher,
-                        name="the labels of data's first batch")
-        return loader_batches(data, epoch, device, check if epoch == 0 else None)
+            return tensor_batches(data, cfg.batch_size, gen, min_rows)
+        return loader_batches(data, epoch, device, check)
 
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = teacher is not None and not cfg.augment
@@ -298,7 +376,7 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
                 x = augment_crop_flip(x, gen)
             with autocast(device, precision):
                 z = net(x)
-            # the labels were checked once, up front: no per-step checks (each syncs a GPU)
+            # the labels were checked before the batch moved: no per-step checks on the device (each syncs a GPU)
             if teacher is None:
                 loss = F.cross_entropy(z.float(), y)
             else:
@@ -322,7 +400,11 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
             correct.append((z.argmax(1) == y).sum())
             sizes.append(len(y))
             bar.update()
-        end_of_epoch(hist, losses, correct, sizes, epoch, cfg.lr)
+        try:
+            end_of_epoch(hist, losses, correct, sizes, epoch, cfg.lr, model)
+        except RuntimeError:
+            model.load_state_dict(before)  # never NaN weights: the model as it came
+            raise
         if cfg.eval_each_epoch and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
             hist.epoch_test_acc.append(test_score(model, test, precision).accuracy)
             bar.set_postfix(loss=f"{hist.epoch_loss[-1]:.3f}", test_acc=f"{hist.epoch_test_acc[-1]:.4f}")
@@ -336,26 +418,36 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
 
 
 def end_of_epoch(hist: History, losses: List[Tensor], correct: List[Tensor], sizes: List[int], epoch: int,
-                 lr: float) -> None:
-    """Record an epoch's per-step losses and accuracies in hist, over all processes (one all-reduce)."""
+                 lr: float, model: nn.Module) -> None:
+    """Record an epoch's per-step losses and accuracies in hist, over all processes (one all-reduce);
+    a RuntimeError when the loss or the model's weights are no longer finite."""
     if not losses:
         raise ValueError(f"data gave no batch in epoch {epoch + 1}")
     n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
     # per step: summed loss, correct answers and examples, summed over the processes
     loss_sum, right, n = distributed.all_sum(torch.stack([torch.stack(losses).float() * n,
                                                           torch.stack(correct).float(), n]))
-    if not torch.isfinite(loss_sum).all():  # a clear error, never a NaN history
-        raise RuntimeError(f"training diverged in epoch {epoch + 1}: the loss is no longer finite; "
-                           f"try a smaller lr than {lr}")
+    weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    if not torch.isfinite(loss_sum).all() or not weights_finite:  # a clear error, never a NaN history
+        raise RuntimeError(f"training diverged in epoch {epoch + 1}: the "
+                           f"{'loss is' if weights_finite else 'weights are'} no longer finite; the model's "
+                           f"weights are put back as they were before fit; try a smaller lr than {lr}")
     hist.step_loss += (loss_sum / n).tolist()
     hist.step_acc += (right / n).tolist()
     hist.epoch_loss.append(sum(hist.step_loss[-len(losses):]) / len(losses))
 
 
 def test_score(model: nn.Module, test: Union[Data, Batches], precision: str) -> Score:
-    """The model's score on the test set, over all processes: each scores its share, the sums are added."""
+    """The model's score on the test set, over all processes.
+
+    A Data's test tensors, and a DataLoader with a DistributedSampler, are split between the processes:
+    each scores its share and the sums are added. Any other test loader is scored whole by every
+    process (the same numbers on each; summing them would count every image once per process).
+    """
     if isinstance(test, Data):
         test = _slices(distributed.shard(test.x_test), distributed.shard(test.y_test), 1024)
+    elif not isinstance(getattr(test, "sampler", None), DistributedSampler):
+        return _score(_test_sums(model, test, precision))
     return _score(distributed.all_sum(_test_sums(model, test, precision)))
 
 
@@ -369,7 +461,9 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
     (module_content: every parameter and buffer). A loaded model is scored again on data's test set.
     A checkpoint that is damaged or does not match is trained again, with a message, from a fresh
     model with the seed's initial weights, as a clean run. Checkpoints are self-describing dicts, loaded
-    with torch.load(..., weights_only=True). The key does not cover kdlib's own code: after changing
+    with torch.load(..., weights_only=True), written under a temporary name of their own and renamed.
+    A checkpoint that cannot be written (a read-only or full cache) is a warning: the trained model
+    is returned all the same. The key does not cover kdlib's own code: after changing
     the training code, clear the cache (the folder KDLIB_CACHE, by default ~/.cache/kdlib).
     """
     device = data.x_train.device
@@ -405,9 +499,23 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
     say(f"{name}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy {hist.test_acc:.2%} "
         f"({hist.test_errors} errors)")
     if cache and distributed.is_main():  # one writer, however many processes trained the model
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"key": key, "name": name, "config": asdict(cfg), "model": model.state_dict(),
-                    "history": asdict(hist)}, tmp)
-        tmp.replace(path)  # atomic: a half-written file never has the final name
+        save_checkpoint(path, {"key": key, "name": name, "config": asdict(cfg), "model": model.state_dict(),
+                               "history": asdict(hist)})
     return model, hist
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """torch.save under a temporary name of this writer's own, then an atomic rename to path (two
+    processes saving the same run at once each write a whole file). A file that cannot be written is
+    a warning, not an error: the run is not lost, only not cached."""
+    tmp = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:  # opened here: a read-only folder is an OSError, not torch's RuntimeError
+            torch.save(checkpoint, f)
+        os.replace(tmp, path)  # atomic: a half-written file never has the final name
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as a RuntimeError
+        reason = unwritable(e, path) if isinstance(e, OSError) else f"cannot write the checkpoint {path}: {e}"
+        warnings.warn(f"{reason}; the trained model is returned, not cached", stacklevel=3)
+    finally:
+        discard(tmp)

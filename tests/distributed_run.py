@@ -2,14 +2,18 @@
 
     python distributed_run.py OUT            a Data in memory, through kd.train_or_load
     python distributed_run.py OUT loader     a DataLoader over kd.Indexed with a DistributedSampler
+    python distributed_run.py OUT plain-test the same, scored on a plain test DataLoader (no sampler)
+    python distributed_run.py OUT batchnorm  a Data in memory, a student with batch norm
 
-Writes OUT/weights.pt (rank 0 only, as a user's script would) and OUT/seen-<rank>.json: the indices
-of the samples this process trained on, in order. Each sample's first feature is its index, read by
+Writes OUT/weights.pt (rank 0 only, as a user's script would), OUT/seen-<rank>.json: the indices
+of the samples this process trained on, in order, and OUT/run-<rank>.json: the test errors fit
+reported and the warnings it gave. Each sample's first feature is its index, read by
 a forward pre-hook on the student.
 """
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,9 +34,10 @@ def blobs() -> kd.Data:
     return kd.Data("blobs", x[:N], y[:N], x[N:], y[N:], ["a", "b", "c"], "distributed_run.py")
 
 
-def mlp(seed: int) -> nn.Module:
+def mlp(seed: int, batch_norm: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, 3))
+    return nn.Sequential(nn.Linear(D, 16), nn.BatchNorm1d(16) if batch_norm else nn.Identity(), nn.ReLU(),
+                         nn.Linear(16, 3))
 
 
 def main(out: Path, source: str) -> None:
@@ -45,21 +50,27 @@ def main(out: Path, source: str) -> None:
     seen = []  # the indices of the samples trained on, in order
 
     def make() -> nn.Module:
-        student = mlp(seed=1)
+        student = mlp(seed=1, batch_norm=source == "batchnorm")
         student.register_forward_pre_hook(lambda m, args: seen.extend(args[0][:, 0].long().tolist())
                                           if m.training else None)
         return student
 
-    if source == "loader":
-        dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
-        sampler = DistributedSampler(dataset, seed=0, drop_last=True) if dist.is_initialized() else None
-        batches = DataLoader(dataset, batch_size=BATCH // kd.distributed.world_size(), sampler=sampler,
-                             shuffle=sampler is None)
-        student = make()
-        kd.fit(student, batches, cfg, teacher=teacher, test=data, progress=False)
-    else:
-        student, _ = kd.train_or_load(make, data, cfg, teacher=teacher, name="student")
-    (out / f"seen-{kd.distributed.rank()}.json").write_text(json.dumps(seen))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if source in ("loader", "plain-test"):
+            dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+            sampler = DistributedSampler(dataset, seed=0, drop_last=True) if dist.is_initialized() else None
+            batches = DataLoader(dataset, batch_size=BATCH // kd.distributed.world_size(), sampler=sampler,
+                                 shuffle=sampler is None)
+            test = data if source == "loader" else DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=7)
+            student = make()
+            hist = kd.fit(student, batches, cfg, teacher=teacher, test=test, progress=False)
+        else:
+            student, hist = kd.train_or_load(make, data, cfg, teacher=teacher, name="student")
+    rank = kd.distributed.rank()
+    (out / f"seen-{rank}.json").write_text(json.dumps(seen))
+    (out / f"run-{rank}.json").write_text(json.dumps({"test_errors": hist.test_errors,
+                                                       "warnings": [str(w.message) for w in caught]}))
     if kd.distributed.is_main():
         torch.save(student.state_dict(), out / "weights.pt")
     if dist.is_initialized():

@@ -82,3 +82,25 @@ def test_two_processes_from_a_dataloader_share_one_table_of_teacher_logits(tmp_p
         r0, r1 = epochs(tmp_path / "two", 0)[k], epochs(tmp_path / "two", 1)[k]
         assert len(r0) == len(r1) == N // 2 and not set(r0) & set(r1) and set(r0 + r1) <= set(range(N))
     assert epochs(tmp_path / "two", 0)[0] != epochs(tmp_path / "two", 0)[1]  # set_epoch: a new order
+
+
+def test_a_plain_test_loader_is_scored_once_on_two_processes_not_once_per_process(tmp_path):
+    run(tmp_path / "two", 2, source="plain-test")
+    spec = importlib.util.spec_from_file_location("distributed_run", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    student = script.mlp(seed=1)
+    student.load_state_dict(torch.load(tmp_path / "two" / "weights.pt", weights_only=True))
+    data = script.blobs()
+    true_errors = kd.evaluate(student, data.x_test, data.y_test).errors
+    for rank in (0, 1):
+        assert json.loads((tmp_path / "two" / f"run-{rank}.json").read_text())["test_errors"] == true_errors
+
+
+def test_two_processes_warn_that_batch_norm_normalises_over_each_share(tmp_path):
+    run(tmp_path / "two", 2, source="batchnorm")
+    run(tmp_path / "one", 1, source="batchnorm")
+    said = json.loads((tmp_path / "two" / "run-0.json").read_text())["warnings"]
+    assert any("BatchNorm layers: on 2 processes each normalises over its own share" in w and
+               "SyncBatchNorm" in w for w in said), said
+    assert not json.loads((tmp_path / "one" / "run-0.json").read_text())["warnings"]  # one process: no warning

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -81,9 +82,9 @@ def test_evaluate_scores_a_dataloader_as_it_scores_tensors():
 
 
 def counted(net: nn.Module) -> list:
-    """A list that grows by one at each forward pass of net (a hook: not part of net's content)."""
+    """A list that grows by the batch's size at each forward pass of net (a hook: not part of net's content)."""
     calls = []
-    net.register_forward_hook(lambda *_: calls.append(1))
+    net.register_forward_hook(lambda m, args, out: calls.extend([1] * len(args[0])))
     return calls
 
 
@@ -98,7 +99,8 @@ def test_logit_table_is_made_once_and_keyed_by_the_teacher_and_every_input(tmp_p
     torch.testing.assert_close(table, kd.frozen_forward(teacher, data.x_train))
     made = len(calls)
     again = kd.logit_table(teacher, dataset, batch_size=50)  # another batch size: the same inputs
-    assert len(calls) == made and torch.equal(again, table)  # read from the file, the teacher not run
+    # read from the file: the teacher sees one input (how many logits it gives), not the data set
+    assert len(calls) == made + 1 and torch.equal(again, table)
     files = sorted((tmp_path / "teacher-logits").glob("*.f32"))
     assert len(files) == 1 and files[0].stat().st_size == 300 * 3 * 4
     dataset.dataset.tensors[0][123, 4] += 1e-3  # one number of one input
@@ -188,3 +190,149 @@ def test_fit_streams_a_data_set_larger_than_its_memory_cap(tmp_path):
     steps, peak = int(run.stdout.split()[1]), int(run.stdout.split()[-1])
     assert steps == -(-IMAGES // 256) and peak < HEADROOM
     assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.f32"))) == 1
+
+
+# ------------------------------------------------------------------ never a wrong table, never lost work
+def test_two_writers_of_one_logit_table_each_fill_their_own_file_and_the_table_is_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = blobs(n_train=300), mlp(seed=3)
+    dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+    inner = []
+
+    def second_writer(m, args, out):  # while the first pass writes, another fills the same table whole
+        if len(args[0]) > 1 and not inner:
+            inner.append(kd.logit_table(mlp(seed=3), dataset, batch_size=64))
+
+    teacher.register_forward_hook(second_writer)
+    outer = kd.logit_table(teacher, dataset, batch_size=64)
+    expected = kd.frozen_forward(teacher, data.x_train)
+    torch.testing.assert_close(inner[0], expected)
+    torch.testing.assert_close(outer, expected)
+    files = list((tmp_path / "teacher-logits").iterdir())
+    assert [f.suffix for f in files] == [".f32"]  # one whole table, no temporary file left
+    torch.testing.assert_close(torch.from_numpy(np.fromfile(files[0], dtype=np.float32)).view(300, 3), expected)
+
+
+class Flipped(torch.utils.data.Dataset):
+    """Inputs under a random transform: each read of item i may give another view."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return (self.x[i].flip(0) if torch.rand(()) < 0.5 else self.x[i]), self.y[i]
+
+
+def test_a_logit_table_refuses_inputs_that_change_between_reads(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data = blobs(n_train=200)
+    dataset = kd.Indexed(Flipped(data.x_train, data.y_train))
+    with pytest.raises(ValueError, match=r"inputs of the data set differed between two reads.*augment=True"):
+        kd.logit_table(mlp(seed=3), dataset)
+    with pytest.raises(ValueError, match="differed between two reads"):
+        kd.fit(mlp(), DataLoader(dataset, batch_size=32), kd.FitConfig(epochs=1), teacher=mlp(seed=3),
+               progress=False, test=data)
+    assert not list((tmp_path / "teacher-logits").iterdir())  # nothing left behind
+
+
+def test_a_truncated_logit_table_is_made_again_not_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = blobs(n_train=300), mlp(seed=3)
+    dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+    kd.logit_table(teacher, dataset)
+    [path] = (tmp_path / "teacher-logits").glob("*.f32")
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 600)  # 600 bytes short: read as C = 2, every row shifted
+    table = kd.logit_table(teacher, dataset)
+    assert table.shape == (300, 3) and path.stat().st_size == 300 * 3 * 4
+    torch.testing.assert_close(table, kd.frozen_forward(teacher, data.x_train))
+
+
+FULL_DISK = textwrap.dedent("""
+    import sys, warnings, torch
+    from torch.utils.data import TensorDataset
+    import kdlib as kd
+
+    x, y = torch.randn(10_000, 8), torch.randint(0, 3, (10_000,))  # a table of 120,000 bytes
+    teacher = torch.nn.Linear(8, 3)
+    try:
+        kd.logit_table(teacher, kd.Indexed(TensorDataset(x, y)))
+    except OSError as e:
+        print("OSError:", e)
+""")
+
+
+def test_a_full_disk_is_an_oserror_with_the_size_needed_and_leaves_no_temporary_file(tmp_path, small_disk):
+    disk = small_disk(64 << 10)
+    script = tmp_path / "full.py"
+    script.write_text(FULL_DISK)
+    # in a child: before the fix, the memory map's write to a page with no disk block killed it with SIGBUS
+    run = subprocess.run([sys.executable, str(script)], env=dict(os.environ, KDLIB_CACHE=str(disk)),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "OSError: [Errno 28] cannot write the cache file" in run.stdout
+    assert "120,000 bytes needed" in run.stdout and "KDLIB_CACHE" in run.stdout
+    assert not list((disk / "teacher-logits").iterdir())
+
+
+def test_an_empty_indexed_data_set_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    empty = kd.Indexed(TensorDataset(torch.zeros(0, 8), torch.zeros(0, dtype=torch.long)))
+    with pytest.raises(ValueError, match="dataset is empty"):
+        kd.logit_table(mlp(), empty)
+    with pytest.raises(ValueError, match="data gives no batch to train on"):
+        kd.fit(mlp(), DataLoader(empty, batch_size=8), kd.FitConfig(epochs=1), teacher=mlp(seed=3), progress=False)
+
+
+def test_a_teacher_without_parameters_gives_its_logit_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+
+    class FirstThree(nn.Module):  # a fixed function: no parameters, no buffers
+        def forward(self, x):
+            return 2 * x[:, :3]
+
+    data = blobs()
+    loader = DataLoader(kd.Indexed(TensorDataset(data.x_train, data.y_train)), batch_size=16)
+    table = kd.logit_table(FirstThree(), loader.dataset)
+    torch.testing.assert_close(table, 2 * data.x_train[:, :3])
+    hist = kd.fit(mlp(), loader, kd.FitConfig(epochs=1), teacher=FirstThree(), progress=False, test=data)
+    assert len(hist.step_loss) == 6
+
+
+def test_indexed_over_items_that_are_not_pairs_says_what_it_needs():
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(8), "label": 0}
+
+    with pytest.raises(TypeError, match=r"Indexed needs a data set whose items are \(x, y, ...\) tuples, got a dict"):
+        kd.Indexed(Dicts())[0]
+
+
+READY = False
+
+
+def ready_worker(worker_id: int) -> None:  # what a worker_init_fn does: set up each worker's state
+    global READY
+    READY = True
+
+
+class NeedsWorkerInit(TensorDataset):
+    def __getitem__(self, i):
+        if torch.utils.data.get_worker_info() is not None and not READY:
+            raise RuntimeError("the worker_init_fn was not called")
+        return super().__getitem__(i)
+
+
+def test_the_table_pass_keeps_the_loaders_worker_init_fn(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data = blobs()
+    loader = DataLoader(kd.Indexed(NeedsWorkerInit(data.x_train, data.y_train)), batch_size=32, num_workers=1,
+                        worker_init_fn=ready_worker, multiprocessing_context="fork")
+    kd.fit(mlp(), loader, kd.FitConfig(epochs=1), teacher=mlp(seed=3), progress=False, test=data)
+    assert len(list((tmp_path / "teacher-logits").glob("*.f32"))) == 1

@@ -487,3 +487,133 @@ def test_the_teachers_logits_are_cached_per_precision():
     assert fp32.dtype == bf16.dtype == torch.float32  # handed back as float32 either way
     assert not torch.equal(fp32, bf16)  # a separate entry: the bf16 pass rounds
     assert torch.equal(kd.teacher_logits(teacher, x, precision="fp32"), fp32)
+
+
+# ------------------------------------------------------------------ no lost work, no NaN, clear failures
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_and_the_trained_model_is_returned(monkeypatch,
+                                                                                             small_disk):
+    for cache in (small_disk(1 << 20, read_only=True), small_disk(4 << 10)):  # read-only; full
+        monkeypatch.setenv("KDLIB_CACHE", str(cache))
+        data = blobs()
+        with pytest.warns(UserWarning, match="the trained model is returned, not cached"):
+            model, hist = kd.train_or_load(lambda: nn.Sequential(nn.Linear(8, 256), nn.Linear(256, 3)), data,
+                                           kd.FitConfig(epochs=2), name="lost", verbose=False)
+        assert hist.test_acc > 0.5 and not hist.from_cache
+        assert kd.evaluate(model, data.x_test, data.y_test).errors == hist.test_errors
+        assert not [p for p in cache.rglob("*") if p.is_file()]  # no half-written file left
+
+
+def test_a_missing_cache_folder_is_a_warning_not_a_lost_run(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "a-file" / "cache"))  # cannot be made
+    with pytest.warns(UserWarning, match="cannot write the cache file .*not cached"):
+        model, hist = kd.train_or_load(linear, blobs(), kd.FitConfig(epochs=1), verbose=False)
+    assert hist.test_errors >= 0
+
+
+def test_two_writers_of_one_checkpoint_each_write_their_own_file(monkeypatch, tmp_path):
+    data, cfg = blobs(), kd.FitConfig(epochs=1)
+    written, real_save = [], torch.save
+
+    def save(obj, f, *args, **kwargs):  # while the first run saves, a second saves the same run
+        written.append(str(getattr(f, "name", f)))
+        if len(written) == 1:
+            kd.train_or_load(linear, data, cfg, name="same", cache=True, verbose=False)
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    kd.train_or_load(linear, data, cfg, name="same", verbose=False)
+    assert len(written) == 2 and written[0] != written[1]  # two temporary files, never one shared
+    [path] = (tmp_path / "checkpoints").iterdir()
+    monkeypatch.setattr(torch, "save", real_save)
+    _, hist = kd.train_or_load(linear, data, cfg, name="same", verbose=False)
+    assert hist.from_cache
+
+
+def test_a_nan_input_is_refused_before_training_and_the_weights_stay_as_they_were():
+    data = blobs()
+    data.x_train[17, 2] = float("nan")
+    model = linear()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="hold NaN or inf at 1 places"):
+        kd.fit(model, data, kd.FitConfig(epochs=1), progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_a_nan_input_in_a_later_batch_of_a_dataloader_is_refused():
+    data = blobs()
+    data.x_train[150, 0] = float("inf")
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=32)
+    with pytest.raises(ValueError, match="inputs that go with the labels of a batch of data hold NaN or inf"):
+        kd.fit(linear(), batches, kd.FitConfig(epochs=1), progress=False, test=data)
+
+
+def test_every_batch_of_a_dataloader_has_its_labels_checked():
+    data = blobs()
+    data.y_train[150] = -100  # cross entropy would silently skip it
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=32)
+    with pytest.raises(ValueError, match=r"the labels of a batch of data must lie in \[0, 2\], got values from -100"):
+        kd.fit(linear(), batches, kd.FitConfig(epochs=1), progress=False, test=data)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"weight_decay": float("nan")}, ValueError, "weight_decay must be finite and >= 0"),
+    ({"weight_decay": -0.1}, ValueError, "weight_decay must be finite and >= 0"),
+    ({"lr": float("inf")}, ValueError, "lr must be finite and > 0"),
+    ({"lr": float("nan")}, ValueError, "lr must be finite and > 0"),
+    ({"lr": "0.1"}, TypeError, "lr must be a real number > 0, got str"),
+    ({"T": float("nan")}, ValueError, "T must be finite"),
+    ({"alpha": float("nan")}, ValueError, "alpha must be in"),
+])
+def test_every_float_of_fit_config_is_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        kd.FitConfig(**kwargs)
+
+
+def test_diverged_training_raises_and_puts_the_weights_back():
+    model = linear()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RuntimeError, match="no longer finite; the model's weights are put back"):
+        kd.fit(model, blobs(), kd.FitConfig(epochs=3, lr=1e6), progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_dict_batches_are_a_type_error_that_says_what_batches_must_be():
+    data = blobs()
+    batches = [{"x": data.x_train[:16], "y": data.y_train[:16]}]
+    with pytest.raises(TypeError, match=r"data must give batches \(x, y\) or \(x, y, index\), got a dict"):
+        kd.fit(linear(), batches, kd.FitConfig(epochs=1), progress=False)
+    with pytest.raises(TypeError, match=r"the test set must give batches"):
+        kd.evaluate(linear(), batches)
+
+
+def test_a_drop_last_loader_shorter_than_a_batch_is_a_clear_error_with_any_schedule():
+    data = blobs()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train[:10], data.y_train[:10]),
+                                         batch_size=32, drop_last=True)
+    for schedule in ("cosine", "constant"):
+        with pytest.raises(ValueError, match="data gives no batch to train on"):
+            kd.fit(linear(), loader, kd.FitConfig(epochs=1, schedule=schedule), progress=False, test=data)
+
+
+def test_a_batch_smaller_than_the_number_of_processes_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(kd.distributed, "world_size", lambda: 4)
+    with pytest.raises(ValueError, match=r"cfg.batch_size \(2\) is the global batch.*at least their number"):
+        kd.fit(linear(), blobs(), kd.FitConfig(batch_size=2), progress=False)
+
+
+def test_a_model_without_parameters_is_a_clear_error():
+    with pytest.raises(ValueError, match="model has no parameters to train"):
+        kd.fit(nn.Flatten(), blobs(), kd.FitConfig(), progress=False)
+
+
+def test_a_batch_norm_student_trains_when_the_last_batch_would_hold_one_sample():
+    data = blobs()  # 200 training examples: batches of 199 leave one
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    hist = kd.fit(model, data, kd.FitConfig(epochs=2, batch_size=199), progress=False)
+    assert len(hist.step_loss) == 2  # the batch of one is left out
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train), batch_size=199)
+    with pytest.raises(ValueError, match="last batch holds one sample.*drop_last=True"):
+        kd.fit(model, loader, kd.FitConfig(epochs=1), progress=False, test=data)
