@@ -49,9 +49,9 @@ T_MIN, T_MAX = 1e-6, 1e6  # the temperatures accepted, wider than any useful one
 def check_temperature(T: float, name: str = "T") -> float:
     """Return T as a float; raise unless it is a real number in [T_MIN, T_MAX] = [1e-6, 1e6].
 
-    Inside that range the loss and its gradient are finite and accurate (float64 inside
-    distillation_loss: relative error ~1e-16 T / (logit spread)). Far beyond it T^2 KL
-    is a rounding error times T^2 (NaN at T = 1e20 before the range), and nothing
+    Inside that range the loss and its gradient are finite for float16, bfloat16, float32
+    and float64 logits (distillation_loss takes the soft term in float64). Far beyond it
+    T^2 KL is a rounding error times T^2 (NaN at T = 1e20 before the range), and nothing
     changes anyway: softmax(z / T) is numerically one-hot or uniform.
     """
     if isinstance(T, Tensor) and T.numel() == 1:
@@ -133,19 +133,9 @@ def _log_softmax_t(logits: Tensor, T: float) -> Tensor:
     return torch.log_softmax((logits - logits.amax(dim=-1, keepdim=True)) / T, dim=-1)
 
 
-def _t_log_softmax(logits: Tensor, T: float) -> Tensor:
-    """T log(C q_i) with q = softmax(logits / T), in float64: T log q_i up to T log C.
-
-        T log(C q_i) = x_i - T log mean_j exp(x_j / T),   x = logits - max logits <= 0
-
-    with log mean exp = log1p(mean(expm1(.))). Every term stays finite and keeps its
-    relative precision at any T: at tiny T, x / T -> -inf gives expm1 = -1; at huge T,
-    T log1p(mean expm1(x / T)) -> mean x without the T log C that would swamp it
-    (T log C cancels in T log p - T log q, so it is left out).
-    """
-    x = logits.double()
-    x = x - x.amax(dim=-1, keepdim=True)
-    return x - T * torch.log1p(torch.expm1(x / T).mean(dim=-1, keepdim=True))
+def _wide(x: Tensor) -> Tensor:
+    """x in float64, where the device has it (Apple's MPS has not: float32 there)."""
+    return x.float() if x.device.type == "mps" else x.double()
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -216,13 +206,12 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
     # the loss's dtype: float32 for float16/bfloat16 logits, float64 for float64 ones
     dtype = torch.promote_types(torch.result_type(student_logits, teacher_logits), torch.float32)
 
-    # soft term: T^2 KL(p || q) = T sum_i p_i (T log p_i - T log q_i), summed over classes,
-    # mean over the batch; in float64, from T log p and T log q (_t_log_softmax): finite and
-    # accurate at every accepted T (no inf - inf at tiny T, no T^2 times rounding at huge T)
-    v = teacher_logits.detach()
-    p = _log_softmax_t(v.double(), T).exp()
-    soft = T * (p * (_t_log_softmax(v, T) - _t_log_softmax(student_logits, T))).sum(-1).mean()
-    soft = soft.to(dtype)
+    # soft term: KL(p || q) = sum_i p_i (log p_i - log q_i), summed over classes,
+    # mean over the batch; in float64 (_wide), where z / T stays finite at T = 1e-6 and
+    # T^2 times the rounding of the logs stays small at T = 1e6
+    log_q = _log_softmax_t(_wide(student_logits), T)
+    log_p = _log_softmax_t(_wide(teacher_logits.detach()), T)
+    soft = (T**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")).to(dtype)
 
     # hard term: ordinary cross entropy at T = 1
     if labels is None:
@@ -288,6 +277,5 @@ def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, label
         check_pair(student_logits, teacher_logits)
         labels = check_labels(labels, *student_logits.shape)
     teacher_labels = teacher_logits.detach().argmax(dim=-1)
-    student_logits = _upcast(student_logits)  # float16/bfloat16: the loss in float32
     return (alpha * F.cross_entropy(student_logits, teacher_labels)
             + (1 - alpha) * F.cross_entropy(student_logits, labels))

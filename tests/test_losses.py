@@ -362,9 +362,6 @@ def test_half_precision_logits_give_a_float32_loss(dtype):
         g = kd.loss_gradient(z, v, y, T=T, alpha=0.7)
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, kd.loss_gradient(z32, v32, y, T=T, alpha=0.7))
-    hard = kd.hard_distillation_loss(z, v, y)
-    assert hard.dtype == torch.float32
-    torch.testing.assert_close(hard, kd.hard_distillation_loss(z32, v32, y))
 
 
 @pytest.mark.parametrize("T", [1e-38, 1e-7, 1.01e6, 1e20, 1e300])
