@@ -5,7 +5,7 @@ Symbols, as in the book:
     z      student logits, shape (B, C)
     v      teacher logits, shape (B, C)
     y      integer labels, shape (B,)
-    T      temperature, T > 0
+    T      temperature, 1e-6 <= T <= 1e6 (check_temperature)
     alpha  weight of the teacher's soft term, 0 <= alpha <= 1
 
     q^T = softmax(z / T)        the student's distribution at temperature T
@@ -43,14 +43,23 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- input checks
+T_MIN, T_MAX = 1e-6, 1e6  # the temperatures accepted, wider than any useful one
+
+
 def check_temperature(T: float, name: str = "T") -> float:
-    """Return T as a float; raise unless it is a finite real number > 0."""
+    """Return T as a float; raise unless it is a real number in [T_MIN, T_MAX] = [1e-6, 1e6].
+
+    Inside that range the loss and its gradient are finite for float16, bfloat16, float32
+    and float64 logits (distillation_loss takes the soft term in float64). Far beyond it
+    T^2 KL is a rounding error times T^2 (NaN at T = 1e20 before the range), and nothing
+    changes anyway: softmax(z / T) is numerically one-hot or uniform.
+    """
     if isinstance(T, Tensor) and T.numel() == 1:
         T = T.item()
     if isinstance(T, bool) or not isinstance(T, Real):
         raise TypeError(f"{name} must be a real number > 0, got {type(T).__name__}")
-    if not math.isfinite(T) or T <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {T}")
+    if not (T_MIN <= T <= T_MAX):  # also False for NaN
+        raise ValueError(f"{name} must be finite and > 0, in [{T_MIN:g}, {T_MAX:g}], got {T}")
     return float(T)
 
 
@@ -124,6 +133,16 @@ def _log_softmax_t(logits: Tensor, T: float) -> Tensor:
     return torch.log_softmax((logits - logits.amax(dim=-1, keepdim=True)) / T, dim=-1)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """x in float64, where the device has it (Apple's MPS has not: float32 there)."""
+    return x.float() if x.device.type == "mps" else x.double()
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32 (their range overflows at z / T); other dtypes unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def softmax_t(logits: Tensor, T: float = 1.0) -> Tensor:
     """Temperature softmax over the last dimension: q_i = exp(z_i / T) / sum_j exp(z_j / T).
 
@@ -184,12 +203,15 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
     if check:
         check_pair(student_logits, teacher_logits)
     B, C = student_logits.shape
+    # the loss's dtype: float32 for float16/bfloat16 logits, float64 for float64 ones
+    dtype = torch.promote_types(torch.result_type(student_logits, teacher_logits), torch.float32)
 
     # soft term: KL(p || q) = sum_i p_i (log p_i - log q_i), summed over classes,
-    # mean over the batch
-    log_q = _log_softmax_t(student_logits, T)
-    log_p = _log_softmax_t(teacher_logits.detach(), T)
-    soft = T**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+    # mean over the batch; in float64 (_wide), where z / T stays finite at T = 1e-6 and
+    # T^2 times the rounding of the logs stays small at T = 1e6
+    log_q = _log_softmax_t(_wide(student_logits), T)
+    log_p = _log_softmax_t(_wide(teacher_logits.detach()), T)
+    soft = (T**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")).to(dtype)
 
     # hard term: ordinary cross entropy at T = 1
     if labels is None:
@@ -199,7 +221,7 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
         hard = soft.new_zeros(())
     else:
         y = check_labels(labels, B, C) if check else labels
-        hard = F.cross_entropy(student_logits, y)
+        hard = F.cross_entropy(student_logits.to(dtype), y)
 
     total = alpha * soft + (1 - alpha) * hard
     return LossParts(total, soft, hard) if return_parts else total
@@ -235,6 +257,7 @@ def loss_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     T, alpha = check_temperature(T), check_alpha(alpha)
     check_pair(student_logits, teacher_logits)
     B, C = student_logits.shape
+    student_logits, teacher_logits = _upcast(student_logits), _upcast(teacher_logits)  # float32
     y = F.one_hot(check_labels(labels, B, C), C).to(student_logits.dtype)
     soft = T * (_log_softmax_t(student_logits, T).exp() - _log_softmax_t(teacher_logits.detach(), T).exp())
     hard = _log_softmax_t(student_logits, 1.0).exp() - y

@@ -287,3 +287,97 @@ def test_check_false_gives_the_same_loss_without_the_checks():
     z, v, y = batch()
     torch.testing.assert_close(kd.distillation_loss(z, v, y, check=False), kd.distillation_loss(z, v, y))
     torch.testing.assert_close(kd.hard_distillation_loss(z, v, y, check=False), kd.hard_distillation_loss(z, v, y))
+
+
+# ------------------------------------------------------------------ the accepted range of T, and half precision
+T_RANGE = [1e-6, 1e-3, 1.0, 1e3, 1e6]  # both ends of the accepted range [1e-6, 1e6], and between
+HALF = [torch.float16, torch.bfloat16]
+
+
+def extreme_batch(dtype, scale, B=4, C=10, seed=0):
+    """Logits of the given dtype spread over (-scale, scale): scale * tanh of a normal draw."""
+    z, v, y = batch(B, C, seed)
+    z, v = scale * torch.tanh(z), scale * torch.tanh(v)  # spread over (-scale, scale)
+    return z.to(dtype), v.to(dtype), y
+
+
+@pytest.mark.parametrize("T", T_RANGE)
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 3.0), (torch.float32, 1e4), (torch.float16, 3.0),
+                                         (torch.float16, 6e4), (torch.bfloat16, 3.0), (torch.bfloat16, 1e30)])
+def test_the_loss_and_its_gradient_are_finite_over_the_whole_accepted_range_of_T(T, dtype, scale):
+    z, v, y = extreme_batch(dtype, scale)
+    z.requires_grad_(True)
+    total, soft, hard = kd.distillation_loss(z, v, y, T=T, alpha=0.5, return_parts=True)
+    total.backward()
+    for part in (total, soft, hard):
+        assert part.dtype == torch.float32 and torch.isfinite(part) and part >= 0
+    assert torch.isfinite(z.grad).all()
+    z.grad = None
+    kd.hard_distillation_loss(z, v, y).backward()
+    assert torch.isfinite(z.grad).all()
+    g = kd.loss_gradient(z.detach(), v, y, T=T, alpha=0.5)
+    assert g.dtype == torch.float32 and torch.isfinite(g).all()
+
+
+def limit_at_large_T(z, v):
+    """T^2 KL(p^T || q^T) -> sum_i ((z_i - mean z) - (v_i - mean v))^2 / (2 C), batch mean, in float64."""
+    d = z.double() - v.double()
+    return ((d - d.mean(-1, keepdim=True)) ** 2).mean(-1).mean() / 2
+
+
+def limit_at_small_T(z, v, T):
+    """T^2 KL -> T (max z - z at the teacher's arg-max), batch mean, in float64 (no ties)."""
+    z = z.double()
+    return T * (z.amax(-1) - z.gather(-1, v.argmax(-1, keepdim=True)).squeeze(-1)).mean()
+
+
+@pytest.mark.parametrize("T", [20.0, 100.0, 1e4])
+def test_the_float32_soft_term_is_as_accurate_as_float32_allows_at_large_T(T):
+    # float64 by the textbook formula is accurate at these T (to ~1e-16 T^2): the reference
+    z, v, y = batch()
+    ref = reference_loss(z, v, y, T, alpha=1.0)
+    got = kd.distillation_loss(z.float(), v.float(), y, T=T, alpha=1.0)
+    assert math.isclose(got.item(), ref.item(), rel_tol=1e-6)
+
+
+def test_the_soft_term_meets_its_limits_at_the_ends_of_the_accepted_range():
+    z, v, _ = batch()
+    for dtype in (torch.float32, torch.float64):
+        big = kd.distillation_loss(z.to(dtype), v.to(dtype), None, T=1e6, alpha=1.0)
+        small = kd.distillation_loss(z.to(dtype), v.to(dtype), None, T=1e-6, alpha=1.0)
+        # at T = 1e6 the limit is off by O(logits / T) ~ 1e-5 relative
+        assert math.isclose(big.item(), limit_at_large_T(z, v).item(), rel_tol=1e-4)
+        assert math.isclose(small.item(), limit_at_small_T(z, v, 1e-6).item(), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_logits_give_a_float32_loss(dtype):
+    z, v, y = batch()
+    z, v = z.to(dtype), v.to(dtype)
+    z32, v32 = z.float(), v.float()  # the same numbers, upcast
+    for T in (1e-3, 4.0):
+        total, soft, hard = kd.distillation_loss(z, v, y, T=T, alpha=0.7, return_parts=True)
+        assert total.dtype == soft.dtype == hard.dtype == torch.float32
+        torch.testing.assert_close(total, kd.distillation_loss(z32, v32, y, T=T, alpha=0.7))
+        g = kd.loss_gradient(z, v, y, T=T, alpha=0.7)
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, kd.loss_gradient(z32, v32, y, T=T, alpha=0.7))
+
+
+@pytest.mark.parametrize("T", [1e-38, 1e-7, 1.01e6, 1e20, 1e300])
+def test_a_temperature_outside_the_range_is_refused_naming_it(T):
+    z, v, y = batch()
+    for call in (lambda: kd.softmax_t(z, T), lambda: kd.distillation_loss(z, v, y, T=T),
+                 lambda: kd.loss_gradient(z, v, y, T=T), lambda: kd.DistillationLoss(T=T),
+                 lambda: kd.mixed_target(v, y, 0.5, T=T)):
+        with pytest.raises(ValueError, match=r"^T must be finite and > 0, in \[1e-06, 1e\+06\], got "):
+            call()
+    with pytest.raises(ValueError, match=r"^Ts\[2\] must be .* in \[1e-06, 1e\+06\]"):
+        kd.losses.check_temperature(T, name="Ts[2]")
+
+
+def test_the_ends_of_the_range_are_accepted():
+    z, v, y = batch()
+    for T in (1e-6, 1e6):
+        assert kd.losses.check_temperature(T) == T
+        assert torch.isfinite(kd.distillation_loss(z, v, y, T=T))
