@@ -216,7 +216,7 @@ def execute(nb, cwd: Path, env: dict, timeout: int = CELL_TIMEOUT_S) -> Tuple[ob
     timeout: seconds one cell may run (nbclient's timeout is per cell). Every chapter runs through here,
     with a client that polls for the kernel's replies (polling_client) and a kernel whose asserts run.
     """
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     fresh = copy.deepcopy(nb)
     kernel_env = {**os.environ, **env}
@@ -227,6 +227,8 @@ def execute(nb, cwd: Path, env: dict, timeout: int = CELL_TIMEOUT_S) -> Tuple[ob
         return fresh, None
     except CellExecutionError as e:
         return fresh, failure(fresh) or str(e)
+    except CellTimeoutError as e:  # a report like any failed cell, not a traceback
+        return fresh, f"a cell ran past its {timeout} s timeout: {e}"
 
 
 def failure(nb) -> Optional[str]:

@@ -245,3 +245,11 @@ def test_cells_with_widgets_finish_in_seconds_not_at_the_timeout(tmp_path):
         seconds = time.perf_counter() - start
         assert error is None and "done" in fresh.cells[-1].outputs[0]["text"]
         assert seconds < 30, f"run {run}: {seconds:.0f} s, a reply waited for the 60 s timeout"
+
+
+def test_a_cell_that_runs_past_its_timeout_is_reported(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    start = time.perf_counter()
+    _, error = reproduce.execute(nb, tmp_path, {}, timeout=2)
+    assert "past its 2 s timeout" in error and time.perf_counter() - start < 25
