@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import check_alpha, check_labels, check_logits, check_pair, loss_gradient, softmax_t
+from .losses import check_alpha, check_labels, check_logits, check_pair, check_temperature, loss_gradient, softmax_t
 
 __all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
            "teacher_share"]
@@ -69,11 +70,6 @@ def lookalikes(logits: Tensor, labels: Tensor, pairs: Sequence[Tuple[int, int]],
 
 
 # ------------------------------------------------ why the soft term carries T^2
-import torch.nn.functional as F  # noqa: E402
-
-from .losses import check_pair, check_temperature  # noqa: E402
-
-
 
 def soft_gradient_norms(student_logits: Tensor, teacher_logits: Tensor,
                         Ts: Sequence[float]) -> Tuple[Tensor, Tensor]:

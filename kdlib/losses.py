@@ -21,7 +21,6 @@ alpha weight the hard term instead; that is the same family with alpha -> 1 - al
 """
 from __future__ import annotations
 
-import math
 from numbers import Real
 from typing import NamedTuple, Optional
 
