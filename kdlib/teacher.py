@@ -51,11 +51,13 @@ def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024, precis
     images, in the same precision, skips the pass.
 
     The key is content, not identity: fingerprint(module_content(teacher)), every byte of every
-    parameter, buffer and tensor attribute with each submodule's class and settings, and every byte
-    of x with its dtype, shape and device. So any change is a miss, however it is made (an optimiser
-    step, p.data.mul_, p.data = t, vector_to_parameters, a new nn.Parameter, batch-norm statistics,
-    x.data, the numpy array under torch.from_numpy), and an equal copy of x is a hit. A hit also
-    needs the same teacher object (a weak reference). Not in the key: the teacher's code and hooks.
+    parameter and buffer, every setting of each submodule (see kdlib.keys) and the code of its
+    classes that are not torch's own (a changed forward is a miss), and every byte of x with its
+    dtype, shape and device. So any change is a miss, however it is made (an optimiser step,
+    p.data.mul_, p.data = t, vector_to_parameters, a new nn.Parameter, batch-norm statistics,
+    teacher.opts["act"] = ..., x.data, the numpy array under torch.from_numpy), and an equal copy of
+    x is a hit. A hit also needs the same teacher object (a weak reference). Not in the key: hooks
+    and torch's own code.
     Cost: one pass over the bytes, 0.1 s for 60,000 Fashion-MNIST images (188 MB) on a 2-core CPU;
     kdlib.fit pays it once per call, never per step. Returns a copy: changing it leaves the cache intact.
     """

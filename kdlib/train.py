@@ -456,15 +456,17 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
                   verbose: bool = True) -> Tuple[nn.Module, History]:
     """Build make_model() with cfg.seed and train it with fit, or load the checkpoint of the same run.
 
-    The checkpoint's key hashes the content of everything that decides the run: the architecture,
-    cfg, the training data (name, source, labels, every byte of the images) and the teacher
-    (module_content: every parameter and buffer). A loaded model is scored again on data's test set.
-    A checkpoint that is damaged or does not match is trained again, with a message, from a fresh
-    model with the seed's initial weights, as a clean run. Checkpoints are self-describing dicts, loaded
-    with torch.load(..., weights_only=True), written under a temporary name of their own and renamed.
-    A checkpoint that cannot be written (a read-only or full cache) is a warning: the trained model
-    is returned all the same. The key does not cover kdlib's own code: after changing
-    the training code, clear the cache (the folder KDLIB_CACHE, by default ~/.cache/kdlib).
+    The checkpoint's key hashes the content of everything that decides the run: the architecture
+    (module_content: every setting of every submodule and the code of the model's classes that are
+    not torch's own, so a changed forward is another run), cfg, the training data (name, source,
+    labels, every byte of the images) and the teacher (the same, with every parameter and buffer).
+    A loaded model is scored again on data's test set. A checkpoint that is damaged or does not
+    match is trained again, with a message, from a fresh model with the seed's initial weights, as a
+    clean run. Checkpoints are self-describing dicts, loaded with torch.load(..., weights_only=True),
+    written under a temporary name of their own and renamed. A checkpoint that cannot be written (a
+    read-only or full cache) is a warning: the trained model is returned all the same. The key does
+    not cover kdlib's training loop (nor torch's code): after changing it, clear the cache (the
+    folder KDLIB_CACHE, by default ~/.cache/kdlib).
     """
     device = data.x_train.device
 
