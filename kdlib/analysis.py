@@ -2,16 +2,19 @@
 reaches a student from it (the mistakes it copies, the teacher's share of its gradient)."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from .data import Data
 from .losses import check_alpha, check_labels, check_logits, check_pair, check_temperature, loss_gradient, softmax_t
+from .teacher import teacher_logits
+from .train import FitConfig, History
 
 __all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
-           "teacher_share"]
+           "teacher_share", "initial_model", "student_report", "format_reports"]
 
 
 def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
@@ -121,7 +124,7 @@ def copied_mistakes(student_logits: Tensor, teacher_logits: Tensor, labels: Tens
 
 
 def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, T: float, alpha: float,
-                  hard: bool = False) -> float:
+                  hard: bool = False, mask: Optional[Tensor] = None) -> float:
     """How much of a distillation loss's gradient comes from the teacher, averaged over the examples.
 
     The gradient in the student's logits z of one example splits into a teacher part and a label part:
@@ -132,9 +135,20 @@ def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     with q^T = softmax(z / T), p^T = softmax(v / T), q = q^1, y_t = argmax v. Returns the mean over
     the examples of |teacher part| / (|teacher part| + |label part|): 0 when only the labels pull,
     1 when only the teacher does. Shapes: (N, C), (N, C), (N,) -> float. T is ignored when hard.
+
+    mask: (N,) booleans, the examples to average over (None: all). Where the teacher's arg-max is the
+    label, hard distillation's two parts are alpha and (1 - alpha) times the same vector, so its share
+    there is alpha by construction; mask=(teacher_logits.argmax(1) != labels) measures it on the
+    examples where the teacher says something the label does not. An empty mask is a ValueError.
     """
     check_pair(student_logits, teacher_logits)
     alpha = check_alpha(alpha)
+    N = len(student_logits)
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.shape != (N,):
+            raise ValueError(f"mask must be a bool tensor of shape ({N},), got {mask.dtype} {tuple(mask.shape)}")
+        if not mask.any():
+            raise ValueError("mask selects no example: there is nothing to average over")
     z, v = student_logits.detach().double(), teacher_logits.detach().double()
     per_image = len(z)  # loss_gradient is a batch mean: times B, each row is one example's gradient
     if hard:  # the teacher's arg-max as a second label
@@ -143,4 +157,90 @@ def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
         teacher_part = alpha * per_image * loss_gradient(z, v, labels, T=T, alpha=1.0)
     label_part = (1 - alpha) * per_image * loss_gradient(z, v, labels, T=1.0, alpha=0.0)
     t, l = teacher_part.norm(dim=1), label_part.norm(dim=1)
-    return (t / (t + l).clamp_min(torch.finfo(t.dtype).tiny)).mean().item()
+    share = t / (t + l).clamp_min(torch.finfo(t.dtype).tiny)
+    return (share if mask is None else share[mask.to(share.device)]).mean().item()
+
+
+# ------------------------------------------------ what reached the students: chapter 10's table
+
+def initial_model(make_model: Callable[[], nn.Module], seed: int,
+                  device: Optional[torch.device] = None) -> nn.Module:
+    """The untrained model that kd.train_or_load starts a run with this seed from:
+    torch.manual_seed(seed), then make_model(), moved to device."""
+    torch.manual_seed(seed)
+    model = make_model()
+    return model if device is None else model.to(device)
+
+
+def student_report(runs: Sequence[Tuple[nn.Module, History]], data: Data, teacher: nn.Module,
+                   cfg: Optional[FitConfig] = None, make_student: Optional[Callable[[], nn.Module]] = None,
+                   seeds: Sequence[int] = ()) -> Dict[str, float]:
+    """What reached a set of trained students (one per seed) from their teacher, as means over the seeds.
+
+    runs: [(trained student, its History)] for each seed; data: the students' data (they trained on
+    x_train, y_train); cfg: their distillation config (None: trained on the labels alone).
+    Returns a dict of floats:
+
+        fit     accuracy on the last epoch's training batches (History.step_acc): how well each
+                student fits its own training images, whatever its loss
+        agree   the share of test images where the student's arg-max is the teacher's
+        copied  copied_mistakes on the test images: the teacher's mistakes the student repeats
+
+    and, with cfg, teacher_share of cfg's loss (soft, or hard when cfg.hard_distillation) on the
+    training images:
+
+        end, end_relabelled      for the trained students: over all the images, and only where the
+                                 teacher's arg-max differs from the label (where hard distillation's
+                                 share is not alpha by construction; NaN if there is no such image)
+        start, start_relabelled  the same at each seed's first weights, initial_model(make_student,
+                                 seed): only when make_student is given, with seeds in the runs' order
+    """
+    if make_student is not None and len(seeds) != len(runs):
+        raise ValueError(f"seeds must give one seed per run: {len(seeds)} seeds for {len(runs)} runs")
+    mean = lambda xs: sum(xs) / len(xs)
+    v_test = teacher_logits(teacher, data.x_test)
+    z_test = [teacher_logits(model, data.x_test) for model, _ in runs]
+
+    def last_epoch(h: History) -> float:  # fit records one accuracy per batch, the same count each epoch
+        steps = len(h.step_acc) // len(h.epoch_loss)
+        return sum(h.step_acc[-steps:]) / steps
+
+    row = {"fit": mean([last_epoch(h) for _, h in runs]),
+           "agree": mean([(z.argmax(1) == v_test.argmax(1)).double().mean().item() for z in z_test]),
+           "copied": mean([copied_mistakes(z, v_test, data.y_test) for z in z_test])}
+    if cfg is None:
+        return row
+    x, y = data.x_train, data.y_train
+    v = teacher_logits(teacher, x)
+    relabelled = v.argmax(1) != y
+
+    def shares(models: Sequence[nn.Module]) -> Tuple[float, float]:  # all images; relabelled ones
+        z = [teacher_logits(m, x) for m in models]
+        share = lambda zi, mask=None: teacher_share(zi, v, y, cfg.T, cfg.alpha, hard=cfg.hard_distillation,
+                                                    mask=mask)
+        where = mean([share(zi, relabelled) for zi in z]) if relabelled.any() else float("nan")
+        return mean([share(zi) for zi in z]), where
+
+    if make_student is not None:
+        row["start"], row["start_relabelled"] = shares(
+            [initial_model(make_student, seed, x.device) for seed in seeds])
+    row["end"], row["end_relabelled"] = shares([model for model, _ in runs])
+    return row
+
+
+def format_reports(table: Dict[str, Dict[str, float]], prefix: str = "") -> str:
+    """student_report rows as text: one line per student, then the teacher's share where its arg-max
+    differs from the label. table: name -> student_report(...); prefix goes before each name."""
+    heads = [[("teacher share", 14), ("fits its", 10), ("agrees with", 13), ("copies its", 12)],
+             [("start", 7), ("end", 7), ("images", 10), ("the teacher", 13), ("mistakes", 12)]]
+    lines = [" " * 26 + "".join(f"{h:>{w}}" for h, w in row) for row in heads]
+    pct = lambda row, key: f"{row[key]:>7.0%}" if key in row else f"{'-':>7}"
+    for name, row in table.items():
+        lines.append(f"{prefix + name:26}{pct(row, 'start')}{pct(row, 'end')}{row['fit']:>10.1%}"
+                     f"{row['agree']:>13.1%}{row['copied']:>12.1%}")
+    taught = {name: row for name, row in table.items() if "end_relabelled" in row}
+    if taught:
+        lines += ["", "the teacher's share only where its arg-max is not the label:"]
+        lines += [f"{prefix + name:26}{pct(row, 'start_relabelled')}{pct(row, 'end_relabelled')}"
+                  for name, row in taught.items()]
+    return "\n".join(lines)
