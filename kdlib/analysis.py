@@ -11,10 +11,10 @@ from torch import Tensor, nn
 from .data import Data
 from .losses import check_alpha, check_labels, check_logits, check_pair, check_temperature, loss_gradient, softmax_t
 from .teacher import teacher_logits
-from .train import FitConfig, History
+from .train import FitConfig, History, initial_model
 
 __all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
-           "teacher_share", "initial_model", "student_report", "format_reports"]
+           "teacher_share", "student_report", "format_reports"]
 
 
 def class_similarity(logits: Tensor, labels: Tensor, T: float = 1.0) -> Tensor:
@@ -162,15 +162,6 @@ def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
 
 
 # ------------------------------------------------ what reached the students: chapter 10's table
-
-def initial_model(make_model: Callable[[], nn.Module], seed: int,
-                  device: Optional[torch.device] = None) -> nn.Module:
-    """The untrained model that kd.train_or_load starts a run with this seed from:
-    torch.manual_seed(seed), then make_model(), moved to device."""
-    torch.manual_seed(seed)
-    model = make_model()
-    return model if device is None else model.to(device)
-
 
 def student_report(runs: Sequence[Tuple[nn.Module, History]], data: Data, teacher: nn.Module,
                    cfg: Optional[FitConfig] = None, make_student: Optional[Callable[[], nn.Module]] = None,

@@ -18,7 +18,7 @@ import sys
 import types
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import torch

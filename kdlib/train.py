@@ -37,7 +37,7 @@ from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
 from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
 
-__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load"]
+__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load", "initial_model"]
 
 # a batch: (x (B, ...), y (B,)) or (x, y, index (B,)), index the samples' positions in the data set
 Batches = Iterable[Tuple[Tensor, ...]]
@@ -451,6 +451,15 @@ def test_score(model: nn.Module, test: Union[Data, Batches], precision: str) -> 
     return _score(distributed.all_sum(_test_sums(model, test, precision)))
 
 
+def initial_model(make_model: Callable[[], nn.Module], seed: int,
+                  device: Optional[torch.device] = None) -> nn.Module:
+    """The untrained model that train_or_load starts a run with this seed from:
+    torch.manual_seed(seed), then make_model(), moved to device."""
+    torch.manual_seed(seed)
+    model = make_model()
+    return model if device is None else model.to(device)
+
+
 def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
                   name: str = "model", cache: bool = True, progress: bool = True,
                   verbose: bool = True) -> Tuple[nn.Module, History]:
@@ -471,8 +480,7 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
     device = data.x_train.device
 
     def fresh() -> nn.Module:  # every run with this seed starts from the same initial weights
-        torch.manual_seed(cfg.seed)
-        return make_model().to(device)
+        return initial_model(make_model, cfg.seed, device)
 
     model = fresh()
     # the fresh model's content: its initial weights and settings, which str(model) does not show

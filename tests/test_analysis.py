@@ -219,17 +219,17 @@ def test_initial_model_is_the_model_train_or_load_starts_from(monkeypatch):
     make = lambda: torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     kd.train_or_load(make, _tiny_data(), kd.FitConfig(epochs=1, seed=7), cache=False, verbose=False)
     torch.manual_seed(123)  # whatever the global state before, the seed decides
-    mine = analysis.initial_model(make, 7).state_dict()
+    mine = kd.train.initial_model(make, 7).state_dict()
     assert started[0].keys() == mine.keys()
     assert all(torch.equal(started[0][k], mine[k]) for k in mine)
-    assert not torch.equal(analysis.initial_model(make, 8).state_dict()["0.weight"], mine["0.weight"])
+    assert not torch.equal(kd.train.initial_model(make, 8).state_dict()["0.weight"], mine["0.weight"])
 
 
 def test_student_report_matches_its_definitions():
     data = _tiny_data()
     make = lambda: torch.nn.Linear(6, 3)
-    teacher = analysis.initial_model(make, 100)
-    students = [analysis.initial_model(make, s) for s in (1, 2)]
+    teacher = kd.train.initial_model(make, 100)
+    students = [kd.train.initial_model(make, s) for s in (1, 2)]
     hists = [kd.History(step_acc=[0.1, 0.2, 0.3, 0.5, 0.7, 0.9], epoch_loss=[1.0, 0.5]),  # 3 steps per epoch
              kd.History(step_acc=[0.4, 0.4, 0.6, 0.6], epoch_loss=[1.0, 0.5])]           # 2 steps per epoch
     runs = list(zip(students, hists))
