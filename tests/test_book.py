@@ -151,8 +151,7 @@ def test_counts_in_the_prose_are_printed_by_the_run(chapter):
 
 # chapters whose cells still hold the harness inline (issue 20, item 10): a `stored_run = profile
 # == ...` condition, `# NBVAL_IGNORE_OUTPUT` comments. Remove a chapter here once converted.
-HARNESS_INLINE = {"book/02_dark_knowledge", "book/08_where_distillation_helps", "book/09_cifar_cnns",
-                  "book/10_cnn_to_vit", "book/11_distilling_at_scale"}
+HARNESS_INLINE = {"book/02_dark_knowledge"}
 
 
 @pytest.mark.parametrize("chapter", [c for c in CHAPTERS if c not in HARNESS_INLINE])
