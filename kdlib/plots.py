@@ -672,4 +672,6 @@ def prediction_and_gradient(student_logits: ArrayLike, teacher_logits: ArrayLike
     fig, (ax_q, ax_g) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.0), layout="constrained")
     bars(losses.softmax_t(z, 1.0), names, ax=ax_q, title="student's prediction q (T = 1)", highlight=y)
     gradient_bars(grad, names, ax=ax_g, title=f"gradient q - t, t = {alpha:g}·soft + {1 - alpha:g}·hard")
+    # the legend where the bars are shortest: below zero if the largest bar is above it
+    ax_g.get_legend().set_loc("lower right" if grad.max() >= -grad.min() else "upper right")
     return fig
