@@ -584,3 +584,94 @@ def confusion_matrices(matrices: Sequence[Tensor], titles: Sequence[str], class_
     for ax in axes.flat[len(matrices):]:
         ax.set_visible(False)
     return fig
+
+
+# ------------------------------------------------ the source articles' figures, remade
+__all__ += ["temperature_lines", "temperature_groups", "prediction_and_gradient"]
+
+
+def temperature_lines(logits: ArrayLike, Ts: Sequence[float], class_names: Optional[Sequence[str]] = None,
+                      ax: Optional[Axes] = None,
+                      title: str = "softmax(z / T): one line per temperature") -> Figure:
+    """softmax(z / T) drawn as one line per temperature across the classes, with a legend of T.
+
+        q_i^T = exp(z_i / T) / sum_j exp(z_j / T)        (kdlib.losses.softmax_t)
+
+    This is how "(Attempt at) Knowledge Distillation" draws softmax' of [-1, 0, 4, 3] at
+    T = 1 ... 5: the class index on the x axis, one line per T. logits: (C,); Ts: temperatures
+    > 0, in the order of the legend. The y axis runs from 0 to 1.
+    """
+    z = _as_vector(logits, "logits")
+    Ts = _check_temperatures(Ts)
+    names = _class_names(class_names, len(z))
+    ax = _new_axes(ax, (4.6, 3.0))
+    x = np.arange(len(z))
+    for T in Ts:
+        ax.plot(x, losses.softmax_t(z, T).numpy(), "o-", markersize=4, label=f"{T:g}")
+    ax.set_xticks(x, names)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("class")
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(title="T", fontsize=MIN_FONT_SIZE, title_fontsize=MIN_FONT_SIZE, framealpha=0.8)
+    return ax.figure
+
+
+def temperature_groups(logits: ArrayLike, Ts: Sequence[float], class_names: Optional[Sequence[str]] = None,
+                       ax: Optional[Axes] = None,
+                       title: str = "softmax(z / T) at several temperatures") -> Figure:
+    """Grouped bars: for every class, one bar per temperature, of q^T = softmax(z / T).
+
+    logits: (C,); Ts: K temperatures > 0 (one colour each, left to right within a group).
+    One figure for one example, so that each class's probability can be read at every T side by
+    side (kdlib.plots.temperatures gives one panel per T instead). The y axis runs from 0 to 1.
+    """
+    z = _as_vector(logits, "logits")
+    Ts = _check_temperatures(Ts)
+    names = _class_names(class_names, len(z))
+    ax = _new_axes(ax, (FIGURE_WIDTH, 3.0))
+    x = np.arange(len(z))
+    width = 0.8 / len(Ts)
+    for k, T in enumerate(Ts):
+        ax.bar(x + (k - (len(Ts) - 1) / 2) * width, losses.softmax_t(z, T).numpy(), width=width,
+               label=f"T = {T:g}")
+    long_names = max(len(n) for n in names) > 3
+    ax.set_xticks(x, names, rotation=45 if long_names else 0, ha="right" if long_names else "center",
+                  rotation_mode="anchor")
+    ax.set_xlim(-0.6, len(z) - 0.4)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=MIN_FONT_SIZE, framealpha=0.8, ncols=min(len(Ts), 4))
+    return ax.figure
+
+
+def prediction_and_gradient(student_logits: ArrayLike, teacher_logits: ArrayLike, label: int, alpha: float,
+                            class_names: Optional[Sequence[str]] = None) -> Figure:
+    """Two panels for one example at T = 1: the student's prediction, and the gradient against the mix.
+
+        q = softmax(z),   t = alpha * softmax(v) + (1 - alpha) * onehot(y)   (kdlib.mixed_target)
+        dL/dz = q - t      (kdlib.loss_gradient at T = 1, for a batch of one)
+
+    student_logits z: (C,); teacher_logits v: (C,); label y: an int in [0, C); 0 <= alpha <= 1.
+    Left, q with the true class highlighted; right, q - t coloured by sign (gradient_bars).
+    This is the teacher-student article's pair of figures: predicted probabilities, then the
+    gradient "p - t" with respect to the scores for its 50-50 mixed target.
+    """
+    z = _as_vector(student_logits, "student_logits")
+    v = _as_vector(teacher_logits, "teacher_logits")
+    if len(z) != len(v):
+        raise ValueError(f"student_logits and teacher_logits must have the same length, got {len(z)} and {len(v)}")
+    y = _check_label(label, len(z))
+    alpha = losses.check_alpha(alpha)
+    names = _class_names(class_names, len(z))
+    grad = losses.loss_gradient(z[None], v[None], torch.tensor([y]), T=1.0, alpha=alpha)[0]
+    fig, (ax_q, ax_g) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.0), layout="constrained")
+    bars(losses.softmax_t(z, 1.0), names, ax=ax_q, title="student's prediction q (T = 1)", highlight=y)
+    gradient_bars(grad, names, ax=ax_g, title=f"gradient q - t, t = {alpha:g}·soft + {1 - alpha:g}·hard")
+    # the legend where the bars are shortest: below zero if the largest bar is above it
+    ax_g.get_legend().set_loc("lower right" if grad.max() >= -grad.min() else "upper right")
+    return fig

@@ -272,3 +272,47 @@ def test_confusion_matrices_draw_each_matrix_in_rows_of_two():
     assert shown[2].get_position().y0 < shown[0].get_position().y0  # the third starts a second row
     with pytest.raises(ValueError, match="one title per matrix"):
         plots.confusion_matrices(Ms, ["a"])
+
+
+# ------------------------------------------------ the source articles' figures, remade
+def test_temperature_lines_draw_softmax_t_at_each_T_in_legend_order():
+    z = torch.tensor([-1.0, 0, 4, 3])  # "(Attempt at) Knowledge Distillation"'s logits
+    Ts = [1, 2, 3, 4, 5]
+    ax = plots.temperature_lines(z, Ts).axes[0]
+    assert len(ax.lines) == len(Ts)
+    for line, T in zip(ax.lines, Ts):
+        y = torch.tensor(line.get_ydata(), dtype=torch.float32)
+        torch.testing.assert_close(y, torch.softmax(z / T, dim=-1))  # independent
+        assert line.get_label() == f"{T:g}"
+    assert ax.get_ylim() == (0.0, 1.0)
+
+
+def test_temperature_groups_put_one_bar_per_class_for_each_T():
+    z = torch.tensor([10.87, 12.86, 9.51, 11.36, 8.91, 9.47, 9.42, 7.61, 8.90, 11.10])
+    Ts = [0.5, 1, 2, 4]
+    ax = plots.temperature_groups(z, Ts, CLASSES).axes[0]
+    assert len(ax.containers) == len(Ts)
+    for container, T in zip(ax.containers, Ts):
+        h = torch.tensor([bar.get_height() for bar in container], dtype=torch.float32)
+        torch.testing.assert_close(h, torch.softmax(z / T, dim=-1))
+    lefts = [[bar.get_x() for bar in c] for c in ax.containers]
+    assert all(a < b for a, b in zip(lefts[0], lefts[1]))  # T side by side within a class
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"T = {T:g}" for T in Ts]
+
+
+def test_prediction_and_gradient_draw_q_and_q_minus_the_mixed_target():
+    g = torch.Generator().manual_seed(1)
+    z, v, y, alpha = 3 * torch.randn(10, generator=g), 3 * torch.randn(10, generator=g), 7, 0.5
+    ax_q, ax_g = plots.prediction_and_gradient(z, v, y, alpha, CLASSES).axes
+    q = torch.softmax(z, dim=-1)
+    t = alpha * torch.softmax(v, dim=-1) + (1 - alpha) * torch.nn.functional.one_hot(
+        torch.tensor(y), 10).float()
+    torch.testing.assert_close(heights(ax_q), q)
+    torch.testing.assert_close(heights(ax_g), q - t)
+    # the same as autograd through kdlib's loss at T = 1, for a batch of one
+    z_ = z[None].clone().requires_grad_()
+    kd.distillation_loss(z_, v[None], torch.tensor([y]), T=1.0, alpha=alpha).backward()
+    torch.testing.assert_close(heights(ax_g), z_.grad[0])
+    assert abs(heights(ax_g).sum().item()) < 1e-6
+    with pytest.raises(ValueError, match="same length"):
+        plots.prediction_and_gradient(z, v[:9], y, alpha)
