@@ -149,12 +149,7 @@ def test_counts_in_the_prose_are_printed_by_the_run(chapter):
     assert not wrong, f"counts in the prose that no output of the chapter prints: {wrong}"
 
 
-# chapters whose cells still hold the harness inline (issue 20, item 10): a `stored_run = profile
-# == ...` condition, `# NBVAL_IGNORE_OUTPUT` comments. Remove a chapter here once converted.
-HARNESS_INLINE = {"book/02_dark_knowledge"}
-
-
-@pytest.mark.parametrize("chapter", [c for c in CHAPTERS if c not in HARNESS_INLINE])
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_the_test_harness_stays_out_of_the_readers_code(chapter):
     # which run a page's claims hold for is kd.profiles.claims_checked's business, and nbval's
     # markers are cell tags: the reader's code is code a reader would write
