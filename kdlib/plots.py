@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import matplotlib
 import matplotlib.patches
+import matplotlib.transforms
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -404,10 +405,11 @@ def heatmap(values: Tensor, Ts: Sequence[float], alphas: Sequence[float], baseli
     ax = _new_axes(ax, (min(FIGURE_WIDTH, 1.2 + 1.1 * len(alphas)), 1.0 + 0.6 * len(Ts)))
     diff = v - (baseline if baseline is not None else v.mean())
     lim = diff.abs().max().item() or 1.0
-    ax.imshow(diff.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    image = ax.imshow(diff.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(Ts)):
         for j in range(len(alphas)):
-            ax.text(j, i, f"{v[i, j]:g}", ha="center", va="center", fontsize=MIN_FONT_SIZE)
+            ax.text(j, i, f"{v[i, j]:g}", ha="center", va="center", fontsize=MIN_FONT_SIZE,
+                    color=_text_color_on(image.to_rgba(diff[i, j].item())))
     ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     ax.set_yticks(range(len(Ts)), [f"{T:g}" for T in Ts])
     ax.set(xlabel="alpha (weight of the soft term)", ylabel="T")
@@ -417,6 +419,25 @@ def heatmap(values: Tensor, Ts: Sequence[float], alphas: Sequence[float], baseli
         i, j = list(Ts).index(marker[0]), list(alphas).index(marker[1])
         ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=3, ec="black"))
     return ax.figure
+
+
+def _relative_luminance(color) -> float:
+    """WCAG 2 relative luminance of a matplotlib colour: 0 for black, 1 for white."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in matplotlib.colors.to_rgb(color))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _text_color_on(face) -> str:
+    """Black or white, whichever reads better on `face` (the higher WCAG contrast ratio).
+
+    One of the two always reaches 4.5:1 (WCAG AA for text): the better of them is at least
+    sqrt(21) = 4.58:1 on any colour.
+    """
+    lum = _relative_luminance(face)
+    return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
 
 
 def gain_vs_size(results: "dict", n_test: "dict") -> Figure:
@@ -510,6 +531,7 @@ def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
     fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 5.0), layout="constrained")
     markers = "^vD*P"
     lo, hi = 0.0, 0.0
+    points = []  # (lead, gain, label): each point is labelled with its training-set size
     for k, (name, settings) in enumerate(results.items()):
         per_1000 = 1000 / n_test[name]
         for j, (setting, by_size) in enumerate(settings.items()):
@@ -518,8 +540,7 @@ def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
                 gain, sd = (per_1000 * x for x in _mean_sd(r.gain()))
                 ax.errorbar(lead, gain, yerr=sd, marker=markers[j % len(markers)], color=f"C{k}", capsize=3,
                             label=f"{name}, {setting}" if n == min(by_size) else None)
-                ax.annotate(f"{n:,}", (lead, gain), textcoords="offset points", xytext=(5, 4),
-                            fontsize=MIN_FONT_SIZE)
+                points.append((lead, gain, f"{n:,}"))
                 lo, hi = min(lo, lead, gain - sd), max(hi, lead, gain + sd)
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ":", color="gray", label="distilled = teacher")
@@ -529,7 +550,54 @@ def gain_vs_lead(results: "dict", n_test: "dict") -> Figure:
     ax.set_title("Gain against the teacher's lead (numbers: training images)", fontsize=10)
     ax.grid(alpha=0.3)
     _shared_legend(fig, ax)
+    _label_points(ax, points)
     return fig
+
+
+def _label_points(ax: Axes, points: Sequence[Tuple[float, float, str]]) -> None:
+    """Write each point's label next to it where it overlaps no other label and no other point.
+
+    Points are (x, y, label) in data coordinates. A point whose label is already written next to
+    a point less than a line of text away (the same training-set size of two settings that land
+    on the same spot) shares that label. Each label takes the first place of `offsets` that is
+    free and inside the axes (the first, if none is). The figure is laid out first, so that
+    what is measured here is what is drawn; the labels stay out of the layout.
+    """
+    # where a label may go, in points from its point, in order of preference: right, left, above, below
+    offsets = [((5, 4), "left", "bottom"), ((5, -4), "left", "top"), ((-5, 4), "right", "bottom"),
+               ((-5, -4), "right", "top"), ((0, 7), "center", "bottom"), ((0, -7), "center", "top"),
+               ((12, 0), "left", "center"), ((-12, 0), "right", "center"), ((5, 14), "left", "bottom"),
+               ((5, -14), "left", "top"), ((-5, 14), "right", "bottom"), ((-5, -14), "right", "top")]
+    fig = ax.figure
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    to_px = ax.transData.transform
+    frame = ax.get_window_extent(renderer)
+    line = MIN_FONT_SIZE * fig.dpi / 72  # one line of text, in pixels
+    dots = [matplotlib.transforms.Bbox.from_bounds(px - line / 3, py - line / 3, 2 * line / 3, 2 * line / 3)
+            for px, py in (to_px((x, y)) for x, y, _ in points)]
+    placed = []  # (anchor in pixels, text, bbox)
+    for k, (x, y, text) in enumerate(points):
+        anchor = to_px((x, y))
+        if any(t == text and np.hypot(*(anchor - a)) < line for a, t, _ in placed):
+            continue
+        label = None
+        for offset, ha, va in offsets:
+            candidate = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, ha=ha, va=va,
+                                    fontsize=MIN_FONT_SIZE, in_layout=False)
+            box = candidate.get_window_extent(renderer)
+            free = (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                    and not any(box.overlaps(b) for _, _, b in placed)
+                    and not any(box.overlaps(d) for i, d in enumerate(dots) if i != k))
+            if free or label is None:
+                if label is not None:
+                    label.remove()
+                label = candidate
+                if free:
+                    break
+            else:
+                candidate.remove()
+        placed.append((anchor, text, label.get_window_extent(renderer)))
 
 
 def confusion_matrix(M: Tensor, class_names: Optional[Sequence[str]] = None, title: str = "Confusion matrix",
@@ -547,13 +615,13 @@ def confusion_matrix(M: Tensor, class_names: Optional[Sequence[str]] = None, tit
     errors = M.double().clone()
     errors.fill_diagonal_(float("nan"))
     ax = _new_axes(ax, (5.2, 4.6))
-    ax.imshow(errors.numpy(), cmap="Reds", vmin=0, vmax=max(1.0, float(errors.nan_to_num(0).max())))
+    image = ax.imshow(errors.numpy(), cmap="Reds", vmin=0, vmax=max(1.0, float(errors.nan_to_num(0).max())))
     ax.set_facecolor("0.9")
     for i in range(C):
         for j in range(C):
-            if M[i, j]:
+            if M[i, j]:  # a count on the diagonal is dark grey on the light grey of the axes (5.6:1)
                 ax.text(j, i, str(int(M[i, j])), ha="center", va="center", fontsize=MIN_FONT_SIZE,
-                        color="black" if i != j else "0.35")
+                        color=_text_color_on(image.to_rgba(errors[i, j].item())) if i != j else "0.35")
     ax.set_xticks(range(C), names)
     ax.set_yticks(range(C), names)
     ax.set(xlabel="predicted class", ylabel="true class")

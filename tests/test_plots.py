@@ -1,5 +1,6 @@
 """kdlib.plots: what is drawn equals what kdlib.losses computes (or an independent torch formula)."""
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.colors import to_rgba
@@ -174,6 +175,47 @@ def test_heatmap_writes_each_value_and_outlines_the_marker():
         plots.heatmap(torch.ones(3, 2), [1, 20], [0.5, 1.0])
 
 
+def wcag_contrast(a, b) -> float:
+    """The WCAG 2 contrast ratio of two colours, from 1 (the same) to 21 (black on white)."""
+    def luminance(color) -> float:
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgba(color)[:3])
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def unreadable_cells(ax) -> list:
+    """The numbers written on an image's cells whose colour is under 4.5:1 against their cell (WCAG AA).
+
+    Each text sits at the centre of its cell (x = column, y = row); the cell's colour is what the
+    image's colormap and norm give its value, or the axes' face colour where the value is masked
+    (NaN): what the reader sees behind the number.
+    """
+    plt.figure(ax.figure.number).canvas.draw()  # rendered with Agg, as the book's figures are
+    (image,) = ax.images
+    values = image.get_array()
+    masked = np.ma.getmaskarray(values) | np.isnan(np.ma.getdata(values))
+    bad = []
+    for text in ax.texts:
+        x, y = text.get_position()
+        i, j = int(round(y)), int(round(x))
+        face = ax.get_facecolor() if masked[i, j] else image.cmap(image.norm(values[i, j]))
+        ratio = wcag_contrast(text.get_color(), face)
+        if ratio < 4.5:
+            bad.append(f"{text.get_text()!r} at row {i}, column {j}: {ratio:.2f}:1")
+    return bad
+
+
+def test_heatmap_numbers_read_at_4_5_to_1_on_their_cells():
+    # chapters 4 and 8: errors from far below the baseline (navy) to far above it (dark red)
+    values = torch.tensor([[52.0, 60, 75, 90], [48, 55, 70, 120], [45, 58, 80, 140]])
+    fig = plots.heatmap(values, [1, 4, 20], [0.1, 0.5, 0.9, 1.0], baseline=80)
+    assert len(fig.axes[0].texts) == 12
+    assert not unreadable_cells(fig.axes[0])
+    plt.close(fig)
+
+
 def test_gain_vs_size_plots_errors_and_gain_with_error_bars():
     from kdlib.experiments import Comparison
 
@@ -227,6 +269,43 @@ def test_gain_vs_lead_puts_one_point_per_size_at_lead_and_gain():
     assert (list(x), list(y)) == ([12.0], [3.0])  # lead 32 - 20, gain (2 + 4) / 2
 
 
+def chapter_5_results() -> dict:
+    """gain_vs_lead's input as chapter 5's stored run gives it: (teacher, scratch per seed, gain per seed)."""
+    from kdlib.experiments import Comparison
+
+    run = {"mnist": {"T=20, alpha=0.9": {1000: (106, [116, 115, 115], [11, 4, 8]),
+                                         4000: (57, [78, 77, 77], [19, 22, 18])},
+                     "T=4, alpha=0.5": {1000: (106, [116, 115, 115], [9, 7, 9]),
+                                        4000: (57, [78, 77, 77], [20, 22, 17])}},
+           "fashion-mnist": {
+               "T=20, alpha=0.9": {1000: (1889, [1939, 1937, 1937], [-79, -85, -77]),
+                                   4000: (1552, [1619, 1618, 1618], [1, -6, 7]),
+                                   15000: (1234, [1248, 1247, 1247], [-15, -33, -7])},
+               "T=4, alpha=0.5": {1000: (1889, [1939, 1937, 1937], [21, 3, 15]),
+                                  4000: (1552, [1619, 1618, 1618], [39, 40, 13]),
+                                  15000: (1234, [1248, 1247, 1247], [29, 30, 33])}}}
+    return {name: {setting: {n: Comparison(kd.History(test_errors=t), [kd.History(test_errors=e) for e in scratch],
+                                            [kd.History(test_errors=e - g) for e, g in zip(scratch, gains)])
+                             for n, (t, scratch, gains) in by_size.items()}
+                   for setting, by_size in settings.items()}
+            for name, settings in run.items()}
+
+
+def test_gain_vs_lead_labels_do_not_overlap():
+    fig = plots.gain_vs_lead(chapter_5_results(), {"mnist": 1000, "fashion-mnist": 10000})
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts]
+    # every size is named near its points: two settings on the same spot may share one label
+    assert sorted({text for text, _ in boxes}) == ["1,000", "15,000", "4,000"] and len(boxes) >= 7
+    overlapping = [(a, b) for k, (a, box_a) in enumerate(boxes) for b, box_b in boxes[k + 1:] if box_a.overlaps(box_b)]
+    assert not overlapping, f"labels printed over each other: {overlapping}"
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) for _, box in boxes)
+    plt.close(fig)
+
+
 def test_confusion_matrix_writes_counts_and_counts_the_errors_in_the_title():
     M = torch.tensor([[5, 1, 0], [0, 4, 0], [2, 0, 3]])
     fig = plots.confusion_matrix(M, ["a", "b", "c"], title="t", highlight=2)
@@ -235,6 +314,17 @@ def test_confusion_matrix_writes_counts_and_counts_the_errors_in_the_title():
     assert "3 errors of 15" in ax.get_title() and len(ax.patches) == 2
     with pytest.raises(ValueError, match="square"):
         plots.confusion_matrix(torch.ones(2, 3))
+
+
+def test_confusion_matrix_counts_read_at_4_5_to_1_on_their_cells():
+    # chapter 6: a row of mistakes (31, 30 and 8 on dark red) beside counts of 0 to 3 on pale red
+    M = torch.diag(torch.full((10,), 95)) + torch.tensor([[(i * 7 + j * 3) % 4 for j in range(10)] for i in range(10)])
+    M[3] = torch.tensor([0, 1, 8, 0, 0, 31, 0, 1, 30, 3])
+    fig = plots.confusion_matrices([M, M.flip(0)], ["before", "after"])
+    for ax in fig.axes:
+        assert len(ax.texts) == int((M != 0).sum())
+        assert not unreadable_cells(ax)
+    plt.close(fig)
 
 
 def test_batch_accuracy_draws_the_whole_run_and_the_first_epoch_batch_by_batch():
