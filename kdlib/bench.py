@@ -4,15 +4,15 @@ Four loops do the same work: distil Hinton's teacher (784-1200-1200-10) into the
 (784-800-800-10) with the same data, batch size, optimiser (SGD, momentum 0.9), T and alpha,
 for the same epochs, each counting every pass of the teacher it makes.
 
-    tutorial    the PyTorch knowledge-distillation tutorial's loop (train_knowledge_distillation):
-                a TensorDataset and a DataLoader, the teacher's forward pass on every batch
-    seed style  a torchvision-style Dataset (one image at a time through PIL, ToTensor, Normalize),
-                a DataLoader, and the teacher on every batch
-    kdlib       kdlib.fit: tensors on the device, index-slice batches, the teacher's logits in one pass
-    floor       the student's forward, backward and step alone, on batches made in advance:
-                a plain PyTorch step, without even the teacher
+    tutorial       the PyTorch knowledge-distillation tutorial's loop (train_knowledge_distillation):
+                   a TensorDataset and a DataLoader, the teacher's forward pass on every batch
+    per-image PIL  a torchvision-style Dataset (one image at a time through PIL, ToTensor,
+                   Normalize), a DataLoader, and the teacher on every batch
+    kdlib          kdlib.fit: tensors on the device, index-slice batches, the teacher's logits in one pass
+    floor          the student's forward, backward and step alone, on batches made in advance:
+                   a plain PyTorch step, without even the teacher
 
-The loops run interleaved (tutorial, seed style, kdlib, floor, tutorial, ...), so that a slow or fast
+The loops run interleaved (tutorial, per-image PIL, kdlib, floor, tutorial, ...), so that a slow or fast
 phase of the machine meets all of them, and the best of the repeats counts. It prints each loop's
 time, its ratio to the floor and kdlib's speed-up over it, and the test accuracy each reached.
 A benchmark, not a test.
@@ -43,9 +43,9 @@ from .precision import autocast, grad_scaler
 from .teacher import frozen_forward
 from .train import FitConfig, backward_step, evaluate, fit, train_or_load
 
-__all__ = ["tutorial_epochs", "seed_style_epochs", "floor_epochs", "run", "step_seconds", "forward_flops", "inference_ms",
-           "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS", "Speed", "speed_table", "format_speed",
-           "estimated_setup_seconds"]
+__all__ = ["tutorial_epochs", "per_image_pil_epochs", "floor_epochs", "run", "step_seconds", "forward_flops",
+           "inference_ms", "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS", "Speed", "speed_table",
+           "format_speed", "estimated_setup_seconds"]
 
 # An assumption, not a measurement: the float16 throughput a Colab T4 sustains when training
 # these small CIFAR models (its tensor-core peak is 65 TFLOP/s; small convolutions and
@@ -89,7 +89,7 @@ def tutorial_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: Fit
     return time.perf_counter() - start
 
 
-def seed_style_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: FitConfig) -> float:
+def per_image_pil_epochs(student: nn.Module, teacher: nn.Module, data: Data, cfg: FitConfig) -> float:
     """The loop most tutorials write. Returns seconds. Trains student in place."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
@@ -284,7 +284,7 @@ def estimated_seconds(flops: float, images: int, tflops: float = T4_ASSUMED_TFLO
     return flops * images / (tflops * 1e12)
 
 
-LOOPS = ("tutorial", "seed style", "kdlib", "floor")
+LOOPS = ("tutorial", "per-image PIL", "kdlib", "floor")
 
 
 def run(dataset: str = "fashion-mnist", epochs: int = 3, batch_size: int = 64, device: Optional[str] = None,
@@ -311,7 +311,7 @@ def run(dataset: str = "fashion-mnist", epochs: int = 3, batch_size: int = 64, d
         return fit(student, data, cfg, teacher=copy.deepcopy(teacher), progress=False).seconds
 
     loops = {"tutorial": lambda s: tutorial_epochs(s, teacher, data, cfg),
-             "seed style": lambda s: seed_style_epochs(s, teacher, data, cfg),
+             "per-image PIL": lambda s: per_image_pil_epochs(s, teacher, data, cfg),
              "kdlib": kdlib_seconds,
              "floor": lambda s: floor_epochs(s, data, cfg)}
     # warm up the kernels and the allocator before any clock starts
@@ -330,7 +330,7 @@ def run(dataset: str = "fashion-mnist", epochs: int = 3, batch_size: int = 64, d
           f"device {dev.type}, torch {torch.__version__}; best of {repeats}, interleaved")
     print(f"{'loop':<46}{'seconds':>8}{'x floor':>8}{'kdlib x':>8}{'test acc':>9}")
     names = {"tutorial": "PyTorch tutorial (DataLoader, teacher/batch)",
-             "seed style": "seed style (PIL per image, teacher/batch)",
+             "per-image PIL": "per-image PIL Dataset (teacher/batch)",
              "kdlib": "kdlib.fit (teacher's one pass counted)",
              "floor": "floor (student forward/backward/step)"}
     for name in loops:

@@ -14,11 +14,12 @@ def tiny_images(n=96, seed=0):
     return kd.Data("mnist", x, y, x[:32], y[:32], [str(i) for i in range(10)], "made up")
 
 
-def test_tutorial_seed_style_and_floor_loops_train_the_student():
+def test_tutorial_per_image_pil_and_floor_loops_train_the_student():
     data, cfg = tiny_images(), kd.FitConfig(epochs=1, batch_size=32)
     teacher = kd.models.hinton_teacher()
     for loop in (lambda s: bench.tutorial_epochs(s, teacher, data, cfg),
-                 lambda s: bench.seed_style_epochs(s, teacher, data, cfg), lambda s: bench.floor_epochs(s, data, cfg)):
+                 lambda s: bench.per_image_pil_epochs(s, teacher, data, cfg),
+                 lambda s: bench.floor_epochs(s, data, cfg)):
         student = kd.models.hinton_student()
         before = [p.detach().clone() for p in student.parameters()]
         assert loop(student) > 0
@@ -55,7 +56,7 @@ def test_run_prints_the_four_loops_and_the_ratios(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(bench, "load_dataset", lambda name, device=None, verbose=True: tiny_images())
     numbers = bench.run("mnist", epochs=1, batch_size=32, device="cpu", repeats=2)
     out = capsys.readouterr().out
-    assert all(word in out for word in ("PyTorch tutorial", "seed style", "kdlib.fit", "floor", "interleaved"))
+    assert all(word in out for word in ("PyTorch tutorial", "per-image PIL", "kdlib.fit", "floor", "interleaved"))
     assert "as fast as the PyTorch tutorial's loop" in out
     assert list(numbers) == list(bench.LOOPS)
     assert all(r["seconds"] > 0 and 0 <= r["accuracy"] <= 1 for r in numbers.values())
