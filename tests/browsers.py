@@ -16,6 +16,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 HOST = "127.0.0.1"
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}   # a phone held upright (CSS pixels)
 
 
 def required(reason: str) -> None:

@@ -2,9 +2,10 @@
 
 Headless Chromium (Debian's ``chromium``, driven by ``playwright``) opens every page of the book
 from _build/html, served by a Python http.server on 127.0.0.1; any request to another host is
-aborted, so a page passes only if it reads whole without the network. Each page is opened once, at
-1280 px, and each check below reads what that visit recorded, so that a failure names its page and
-its check. A full-page screenshot of each page goes to _build/screenshots/ (ignored by git).
+aborted, so a page passes only if it reads whole without the network. Each page is opened once at
+1280 px (a laptop) and once at 390 px (a phone held upright), and each check below reads what one
+of those visits recorded, so that a failure names its page and its check. A full-page screenshot of
+each page goes to _build/screenshots/ (the phone's to _build/screenshots/phone/; ignored by git).
 
 Without chromium or playwright the tests are skipped, unless the environment variable CI is set:
 there they fail. scripts/build.sh builds the pages first.
@@ -23,13 +24,13 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from browsers import HOST, VIEWPORT
+from browsers import HOST, PHONE, VIEWPORT
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 SHRUNK = 0.6           # an image shown at less than this fraction of its natural width is too small
-OVERFLOW_SHARE = 0.05  # at most this share of a page's code blocks, outputs and formulas may scroll sideways
+OVERFLOW_SHARE = 0.05  # at most this share of a page's code blocks and outputs may scroll sideways (formulas: none)
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # any control character but tab and newlines
 
 # Console errors that are the theme's, not the book's: the text they contain, and why they are let be.
@@ -75,6 +76,7 @@ class Visit:
     outside: List[str] = field(default_factory=list)            # requests to other hosts (aborted)
     facts: Dict = field(default_factory=dict)                   # what the page's DOM says (FACTS)
     players: List[Dict] = field(default_factory=list)           # one per frame player: stepped, icons
+    phone: Dict = field(default_factory=dict)                   # what the page's DOM says at 390 px (PHONE_FACTS)
 
 
 # Read in the page once it has loaded and MathJax has finished typesetting.
@@ -109,9 +111,14 @@ FACTS = r"""async () => {
       src: img.id || (img.getAttribute("src") || "").slice(0, 70), loaded: img.complete && img.naturalWidth > 0,
       natural: img.naturalWidth, shown: img.getBoundingClientRect().width})),
     blocks: blocks.map((block, i) => ({
-      kind: tex.has(block) ? "formula" : block.closest(".cell_output") ? "output" : "code", index: i,
-      first: (tex.get(block) ?? block.textContent).trim().split("\n")[0].slice(0, 60),
-      scroll: block.scrollWidth, client: block.clientWidth})),
+      kind: tex.has(block) || block.matches("mjx-container") ? "formula"
+        : block.closest(".cell_output") ? "output" : "code",
+      index: i, first: (tex.get(block) ?? block.textContent).trim().split("\n")[0].slice(0, 60),
+      // a formula's rendered width: the typeset maths itself, however its container clips or scrolls it
+      scroll: Math.max(block.scrollWidth,
+                       Math.ceil(block.querySelector(":scope > mjx-math")?.getBoundingClientRect().width ?? 0)),
+      client: block.clientWidth})),
+    citing: [...article.querySelectorAll("a.reference.internal")].map(a => [a.href, a.textContent.trim()]),
     scripts: [...document.querySelectorAll("script[src]")].map(s => s.src),
     widget_views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
     links: [...document.querySelectorAll("a[href]")].map(a => a.href),
@@ -180,7 +187,60 @@ def visit(browser, root: str, page: str) -> Visit:
     tab.screenshot(path=SHOTS / f"{page.replace('/', '_')}.png", full_page=True)
     result.players = [step_player(tab, img) for img in tab.query_selector_all("article img[id^='_anim_img']")]
     context.close()
+    result.phone = visit_phone(browser, root, page)
     return result
+
+
+# Read at 390 px, once MathJax has typeset the page: how wide the document is, what reaches past the
+# screen's right edge (the innermost such elements, leaving out what a scrolling box holds or what is
+# fixed to the screen), and how wide each frame player is against the article's column.
+PHONE_FACTS = r"""async () => {
+  const mathjax = window.MathJax && MathJax.startup;
+  if (mathjax) await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, 15000))]);
+  const screen = document.documentElement.clientWidth;
+  const article = document.querySelector("article.bd-article");
+  const style = getComputedStyle(article);
+  const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const name = el => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+    + [...el.classList].slice(0, 2).map(c => "." + c).join("");
+  // held by a box that scrolls (a code cell) or fixed to the screen (the drawers): widens no page
+  const held = el => { for (let a = el; a; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      if (s.position === "fixed") return true;
+      if (a !== el && s.overflowX !== "visible" && a.getBoundingClientRect().right <= screen + 1) return true; }
+    return false; };
+  // an element past the edge, or one whose text runs out of it past the edge (an unbreakable word)
+  const reaches = el => Math.max(el.getBoundingClientRect().right,
+    getComputedStyle(el).overflowX === "visible" ? el.getBoundingClientRect().left + el.scrollWidth : 0);
+  const past = [...document.body.querySelectorAll("*")]
+    .filter(el => reaches(el) > screen + 1 && el.checkVisibility() && !held(el));
+  const innermost = past.filter(el => !past.some(other => other !== el && el.contains(other)));
+  const width = el => el ? Math.ceil(el.getBoundingClientRect().width) : 0;
+  return {
+    screen: screen,
+    document: document.documentElement.scrollWidth,
+    past: innermost.slice(0, 8).map(el => `${name(el)} (reaches ${Math.round(reaches(el))} px): `
+      + JSON.stringify((el.textContent || el.getAttribute("src") || "").trim().replace(/\s+/g, " ").slice(0, 50))),
+    column: column,
+    players: [...article.querySelectorAll(".animation")].map(p => ({
+      id: p.querySelector("img")?.id, player: width(p), frame: width(p.querySelector("img")),
+      controls: Math.max(width(p.querySelector(".anim-controls")), p.querySelector(".anim-controls")?.scrollWidth ?? 0),
+      slider: width(p.querySelector("input.anim-slider"))})),
+  };
+}"""
+
+
+def visit_phone(browser, root: str, page: str) -> Dict:
+    """Open one page offline on a phone's screen (390 px), read PHONE_FACTS and screenshot it."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    tab = context.new_page()
+    tab.route("**/*", lambda r: r.continue_() if urlsplit(r.request.url).hostname == HOST else r.abort())
+    tab.goto(root + f"{page}.html", wait_until="load")
+    facts = tab.evaluate(PHONE_FACTS)
+    (SHOTS / "phone").mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=SHOTS / "phone" / f"{page.replace('/', '_')}.png", full_page=True)
+    context.close()
+    return facts
 
 
 def step_player(tab, img) -> Dict:
@@ -205,6 +265,14 @@ def step_player(tab, img) -> Dict:
 def ids_in(path: Path) -> frozenset:
     """The id attributes of one built HTML file."""
     return frozenset(re.findall(r'\bid="([^"]+)"', path.read_text(errors="replace")))
+
+
+@functools.lru_cache(maxsize=None)
+def bibliography_labels(path: Path) -> Dict[str, str]:
+    """The labels of the bibliography entries of one built HTML file: {entry id: label, without brackets}."""
+    entries = re.findall(r'<div class="citation" id="([^"]+)"[^>]*>\s*<span class="label">(.*?)</span>\s*</span>',
+                         path.read_text(errors="replace"), re.S)
+    return {id_: re.sub(r"<[^>]+>", "", label).strip().strip("[]") for id_, label in entries}
 
 
 # ------------------------------------------------------------------ the checks, page by page
@@ -234,13 +302,37 @@ def test_images_load_and_are_not_shrunk_out_of_reading(page: str, seen: Visit) -
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_code_outputs_and_formulas_fit_the_column(page: str, seen: Visit) -> None:
-    blocks = seen.facts["blocks"]
+def test_code_and_outputs_fit_the_column(page: str, seen: Visit) -> None:
+    blocks = [b for b in seen.facts["blocks"] if b["kind"] != "formula"]
     wide = [b for b in blocks if b["scroll"] > b["client"] + 1]
     offenders = "\n".join(f"  {b['kind']} #{b['index']} ({b['scroll']} px in {b['client']}): {b['first']!r}"
                           for b in wide)
     assert len(wide) <= OVERFLOW_SHARE * len(blocks), \
-        f"{len(wide)} of {len(blocks)} code blocks, outputs and displayed formulas scroll sideways:\n{offenders}"
+        f"{len(wide)} of {len(blocks)} code blocks and outputs scroll sideways:\n{offenders}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_displayed_formula_fits_the_column(page: str, seen: Visit) -> None:
+    # at 1280 px no formula is cut at the column's edge or scrolls: its typeset width <= its container's
+    wide = [b for b in seen.facts["blocks"] if b["kind"] == "formula" and b["scroll"] > b["client"] + 1]
+    offenders = "\n".join(f"  formula #{b['index']} ({b['scroll']} px in {b['client']}): {b['first']!r}" for b in wide)
+    assert not wide, f"{len(wide)} displayed formulas wider than the column:\n{offenders}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_is_wider_than_a_phone(page: str, seen: Visit) -> None:
+    phone = seen.phone
+    assert phone["document"] <= PHONE["width"] and phone["document"] <= phone["screen"], \
+        (f"at {PHONE['width']} px the page is {phone['document']} px wide (it scrolls sideways); what reaches past "
+         f"the screen's edge:\n  " + "\n  ".join(phone["past"]))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_frame_players_fit_a_phone_column(page: str, seen: Visit) -> None:
+    column = seen.phone["column"]
+    wide = [f"{p['id']}: player {p['player']} px, frame {p['frame']}, controls {p['controls']}, slider {p['slider']}"
+            for p in seen.phone["players"] if max(p["player"], p["frame"], p["controls"], p["slider"]) > column + 1]
+    assert not wide, f"players wider than the {column:.0f} px column at {PHONE['width']} px:\n  " + "\n  ".join(wide)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -270,6 +362,20 @@ def test_no_console_error_of_ours(page: str, seen: Visit) -> None:
 def test_nothing_is_fetched_from_outside(page: str, seen: Visit) -> None:
     outside = [u for u in seen.outside if not any(u.startswith(known) for known in OUTSIDE_REQUESTS)]
     assert not outside, f"requests to other hosts (the page needs the network): {outside}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_bibliography_labels_read_as_the_text_cites(page: str, seen: Visit) -> None:
+    # a citation "Buciluă et al., 2006" leads to the entry labelled "Buciluă et al., 2006", not "BuciluuaCNM06"
+    unlike = []
+    for href, text in seen.facts["citing"]:
+        url = urlsplit(href)
+        target = HTML / unquote(url.path).lstrip("/")
+        if url.hostname == HOST and url.fragment and target.suffix == ".html" and target.is_file():
+            label = bibliography_labels(target).get(unquote(url.fragment))
+            if label is not None and label != text:
+                unlike.append(f"{text!r} -> {label!r}")
+    assert not unlike, f"citations whose entry is labelled otherwise (cited -> label): {sorted(set(unlike))}"
 
 
 @pytest.mark.parametrize("page", PAGES)
