@@ -88,6 +88,9 @@ FIGURES: Dict[str, Callable[[], Figure]] = {
     "confusion_matrices": lambda: plots.confusion_matrices(
         [confusion()] * 3, ["control (no teacher)", "distilled, no 3s seen", "distilled, bias of 3 raised by 2.5"],
         highlight=3),
+    "temperature_lines": lambda: plots.temperature_lines([-1.0, 0.0, 4.0, 3.0], [1, 2, 3, 4, 5]),
+    "temperature_groups": lambda: plots.temperature_groups(Z, [0.5, 1, 2, 4], CLASSES),
+    "prediction_and_gradient": lambda: plots.prediction_and_gradient(Z, V, 3, 0.5, CLASSES),
     "widgets.temperature_explorer": lambda: widgets.temperature_explorer(Z, CLASSES).result,
     "widgets.loss_explorer": lambda: widgets.loss_explorer(Z, V, 3, CLASSES).result,
     "widgets.distill_panel": lambda: widgets._runs_figure({(T, a): 100 + int(T) for T in TS for a in (0.5, 0.9)},
