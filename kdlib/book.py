@@ -1,9 +1,13 @@
 """What the book's pages need beyond the experiments: numbers glued into the prose.
 
-In the book, MyST-NB's ``glue`` stores a value with the notebook, and a sentence quotes it with
-``{glue:text}`key``` so that text and run cannot drift apart. Elsewhere (Colab, your own Jupyter)
-``myst_nb`` is usually not installed, and ``glue`` does nothing: the cell still prints and asserts
-the number.
+A code cell stores a value with ``glue(name, value)`` (MyST-NB's glue: an output holding the
+value's repr, tagged with its name), and the prose quotes it as the number itself, in a span that
+names it: ``<span class="glued" title="name:.1%">92.4%</span>``. Inline HTML reads the same in
+the book, in Colab and in plain Jupyter (a ``{glue:text}`` role would show raw outside the book).
+``python scripts/glue_prose.py CHAPTER.ipynb`` writes the number from the stored output (and turns
+any ``{glue:text}`name:fmt``` role into such a span); ``--check``, and tests/test_colab.py, fail
+when a number in the prose is not its output's. Where ``myst_nb`` is missing (Colab) ``glue``
+stores nothing: the number is already in the prose, and the cell still prints and asserts it.
 """
 from __future__ import annotations
 
