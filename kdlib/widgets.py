@@ -119,6 +119,21 @@ def _player(fig: Figure, draw_frame, n_frames: int) -> HTML:
         return HTML(anim.to_jshtml(default_mode="once"))
 
 
+def _interactive(show: Callable[..., Figure], **controls) -> ipywidgets.interactive:
+    """ipywidgets.interactive(show, **controls) with ``.result`` drawn already, on ipywidgets 7 as on 8.
+
+    ipywidgets 8 draws in interactive.__init__; 7 (Colab's) draws only when the widget is
+    displayed (it registers ``on_displayed(update)``), so ``.result`` was None until then. On 7 this
+    draws once more, off-screen: the figure is closed, or the inline backend would show it a second
+    time below the widget; displaying the widget still draws into it, as 7 always did.
+    """
+    w = ipywidgets.interactive(show, **controls)
+    if w.result is None:  # ipywidgets 7: nothing drawn yet
+        w.result = show(**{c._kwarg: c.get_interact_value() for c in w.kwargs_widgets})
+        plt.close(w.result)
+    return w
+
+
 # ------------------------------------------------------------ live explorers
 def temperature_explorer(logits: ArrayLike, class_names: Optional[Sequence[str]] = None,
                          T_range: Tuple[float, float] = (0.1, 20.0)) -> ipywidgets.interactive:
@@ -136,7 +151,7 @@ def temperature_explorer(logits: ArrayLike, class_names: Optional[Sequence[str]]
         _draw_temperature(ax, z, T, names)
         return fig
 
-    return ipywidgets.interactive(show, T=_T_slider(T_range, 1.0))
+    return _interactive(show, T=_T_slider(T_range, 1.0))
 
 
 def loss_explorer(student_logits: ArrayLike, teacher_logits: ArrayLike, label: int,
@@ -158,7 +173,7 @@ def loss_explorer(student_logits: ArrayLike, teacher_logits: ArrayLike, label: i
 
     alpha = ipywidgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha",
                                    readout_format=".2f", continuous_update=False)
-    return ipywidgets.interactive(show, T=_T_slider(T_range, 4.0), alpha=alpha)
+    return _interactive(show, T=_T_slider(T_range, 4.0), alpha=alpha)
 
 
 # ----------------------------------------------------- kernel-free players
@@ -305,7 +320,7 @@ def map_explorer(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float]
         _draw_map(axes, v, Ts, alphas, runs, scratch, baseline, n_test, (T, alpha))
         return fig
 
-    return ipywidgets.interactive(
+    return _interactive(
         show, T=ipywidgets.SelectionSlider(options=list(Ts), value=Ts[len(Ts) // 2], description="T"),
         alpha=ipywidgets.SelectionSlider(options=list(alphas), value=alphas[-2 if len(alphas) > 1 else 0],
                                          description="alpha"))

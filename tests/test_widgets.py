@@ -150,3 +150,39 @@ def test_map_widgets_reject_a_map_that_does_not_match_its_runs():
         widgets.map_explorer(errors, MAP_TS, MAP_ALPHAS, {}, scratch, 30, 100)
     with pytest.raises(ValueError, match="cells must be"):
         widgets.map_player(errors, MAP_TS, MAP_ALPHAS, runs, scratch, 30, 100, cells=[(2.0, 0.5)])
+
+
+# ------------------------------------------------- ipywidgets 7 (Colab's) as well as 8
+@pytest.fixture
+def ipywidgets_7_interactive(monkeypatch):
+    """ipywidgets 8's interactive made to behave as 7's: no draw in __init__, only when displayed
+    (7 registers on_displayed(update) where 8 calls update()); moving a slider still redraws."""
+    import ipywidgets
+
+    init, update = ipywidgets.interactive.__init__, ipywidgets.interactive.update
+
+    def init7(self, *args, **kwargs):
+        self._constructing = True
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            self._constructing = False
+
+    def update7(self, *args):
+        if not getattr(self, "_constructing", False):
+            update(self, *args)
+
+    monkeypatch.setattr(ipywidgets.interactive, "__init__", init7)
+    monkeypatch.setattr(ipywidgets.interactive, "update", update7)
+
+
+def test_explorers_have_drawn_their_result_under_ipywidgets_7_too(ipywidgets_7_interactive):
+    import ipywidgets
+
+    assert ipywidgets.interactive(lambda T: T, T=1.0).result is None  # the emulation holds
+    w = widgets.temperature_explorer(Z)
+    torch.testing.assert_close(heights(w.result.axes[0]), kd.softmax_t(Z, 1.0))
+    sliders(w)["T"].value = 4.0
+    torch.testing.assert_close(heights(w.result.axes[0]), kd.softmax_t(Z, 4.0))
+    w = widgets.loss_explorer(Z, V, Y)
+    assert w.result.texts[0].get_text() == "T = 4, alpha = 0.50"
