@@ -53,7 +53,7 @@ def test_the_full_profile_runs_end_to_end_in_a_dry_run(chapter, tmp_path):
     nb = nbformat.read(chapter, as_version=4)
     reproduce.reuse_downloads(tmp_path)
     env = {"KDLIB_PROFILE": "full", "KDLIB_DRY_RUN": "1", "KDLIB_CACHE": str(tmp_path), "TQDM_DISABLE": "1"}
-    # a dry run's cells take seconds on an idle machine, and up to two minutes (chapter 10's
+    # a dry run's cells take seconds on an idle machine, and over two minutes (chapter 10's
     # ResNet cell) on one shared with other jobs: five minutes is a fault. (A reply that nbclient's
     # socket poll missed, jupyter/nbclient#312, once held CI for 10 idle minutes here;
     # reproduce.execute now polls every second, see scripts/polling_client.py.)
