@@ -3,6 +3,8 @@
     python scripts/reproduce.py book/04_hinton_mnist.ipynb [more.ipynb ...] [--profile P] [--write]
                                 [--cache DIR] [--cell-timeout SECONDS]
 
+--write stores the fresh outputs, and the numbers they glue into the prose (glue_prose.py).
+
 For each chapter: read the profile its stored outputs came from (the "profile: ..." line every
 experiment chapter prints), execute a copy top to bottom in that profile with an empty model cache
 (the committed file is left alone unless --write), so every assert, the page's claims, runs again:
@@ -41,6 +43,7 @@ from typing import Iterator, List, Optional, Tuple
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its neighbour in scripts/, also when imported
+from glue_prose import process_file as sync_prose  # noqa: E402
 from polling_client import PollingNotebookClient  # noqa: E402
 from strip_widget_state import shown_widget_cells  # noqa: E402
 
@@ -285,7 +288,8 @@ def reproduce(path: Path, profile: Optional[str] = None, write: bool = False,
         if not shown_widget_cells(fresh):  # widget outputs all hidden: no saved state, no widget manager
             fresh.metadata.pop("widgets", None)
         nbformat.write(fresh, path)
-        print(f"wrote the fresh outputs to {path}")
+        sync_prose(path)  # the numbers in the prose, from the fresh glue outputs
+        print(f"wrote the fresh outputs to {path}, and their numbers into its prose")
     return error is None and not bad
 
 
