@@ -12,12 +12,14 @@
     loader = DataLoader(kd.Indexed(dataset), batch_size=256, shuffle=True)
     history = kd.fit(student, loader, cfg, teacher=teacher, test=test_loader)
     # several processes: the same call under torchrun (see kdlib.distributed)
+    # several students at once (seeds, T, alpha): lists of models and configs (see kdlib.together)
+    histories = kd.fit([s0, s1, s2], data, [cfg0, cfg1, cfg2], teacher=teacher)
 
 The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (imported on first use).
 """
 import importlib
 
-from . import analysis, distributed, experiments, models, transfer
+from . import analysis, distributed, experiments, models, together, transfer
 from .book import glue
 from .checks import DistillationSetupWarning, check_distillation_setup
 from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
@@ -26,7 +28,7 @@ from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distil
 from .models import count_params
 from .profiles import describe_run, dry_run, is_quick, pick, select_device, select_profile
 from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
-from .train import FitConfig, History, Score, evaluate, fit, train_or_load
+from .train import FitConfig, History, Score, evaluate, fit, train_or_load, train_or_load_many
 
 __version__ = "0.1.0"
 
@@ -38,12 +40,13 @@ __all__ = [
     "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip",
     "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
+    "train_or_load_many",
     "Indexed", "logit_table",
     "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
     # the book's pages
     "glue",
     # modules
-    "analysis", "distributed", "experiments", "models", "transfer", "plots", "widgets", "bench",
+    "analysis", "distributed", "experiments", "models", "together", "transfer", "plots", "widgets", "bench",
 ]
 
 _LAZY = {"plots", "widgets", "bench"}

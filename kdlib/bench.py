@@ -20,6 +20,9 @@ A benchmark, not a test.
 For the CIFAR chapters, the speed of one model on CIFAR-shaped tensors (no data needed):
 forward_flops, inference_ms, epoch_seconds (teacher logits cached or recomputed per batch),
 and estimated_seconds, a FLOP-count estimate for a GPU that is not at hand.
+
+``python -m kdlib.bench --together 8 [--epochs 1]`` times several models trained at once
+(kdlib.together) against the same models one at a time: together().
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import copy
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
@@ -36,14 +39,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import DATASETS, Data, load_dataset
+from .experiments import hinton_setup, map_grid
 from .models import count_params, eval_mode, hinton_student, hinton_teacher, probe
 from .profiles import dry_run, select_device
 from .losses import distillation_loss
 from .precision import autocast, grad_scaler
 from .teacher import frozen_forward
-from .train import FitConfig, backward_step, evaluate, fit, train_or_load
+from .train import FitConfig, backward_step, evaluate, fit, initial_model, train_or_load
 
-__all__ = ["tutorial_epochs", "per_image_pil_epochs", "floor_epochs", "run", "step_seconds", "forward_flops",
+__all__ = ["tutorial_epochs", "per_image_pil_epochs", "floor_epochs", "run", "together", "step_seconds", "forward_flops",
            "inference_ms", "epoch_seconds", "estimated_seconds", "T4_ASSUMED_TFLOPS", "Speed", "speed_table",
            "format_speed", "estimated_setup_seconds"]
 
@@ -342,6 +346,53 @@ def run(dataset: str = "fashion-mnist", epochs: int = 3, batch_size: int = 64, d
     return {name: {"seconds": best[name], "accuracy": accuracy[name]} for name in loops}
 
 
+def together(n: int = 8, epochs: int = 1, repeats: int = 3, device: Optional[str] = None,
+             data: Optional[Data] = None) -> Dict[str, float]:
+    """Chapter 8's grid: n of its distilled students (seed 0, its first n (T, alpha) cells, the cpu
+    profile's settings for `epochs` epochs) trained one at a time, then all n at once (fit with a list
+    of models, kdlib.together), interleaved, `repeats` times each; print the best times and their ratio.
+
+    data: the students' images (default: the cpu profile's 4,000 MNIST images). The teacher is a
+    Hinton teacher trained for one epoch (cached), so the soft targets are a trained model's.
+    Returns {"one at a time": seconds, "together": seconds, "ratio": one at a time / together}.
+    """
+    if n < 2 or repeats < 1:
+        raise ValueError(f"n must be >= 2 and repeats >= 1, got n={n}, repeats={repeats}")
+    dev = select_device(device)
+    setup = hinton_setup("cpu")
+    data = setup.data(load_dataset("mnist", device=dev, verbose=False)) if data is None else data
+    Ts, alphas, _ = map_grid("cpu")
+    cells = [(T, a) for T in Ts for a in alphas][:n]
+    if len(cells) < n:
+        raise ValueError(f"n must be at most the grid's {len(Ts) * len(alphas)} cells, got {n}")
+    cfgs = [replace(setup.distilled(T, a, 0), epochs=epochs, eval_each_epoch=False) for T, a in cells]
+    teacher, _ = train_or_load(setup.make_teacher, data, FitConfig(epochs=1), name="bench-grid-teacher",
+                               progress=False, verbose=False)
+
+    def students() -> list:
+        return [initial_model(setup.make_student, c.seed, dev) for c in cfgs]
+
+    def one_at_a_time() -> float:
+        return sum(fit(m, data, c, teacher=teacher, progress=False).seconds for m, c in zip(students(), cfgs))
+
+    def at_once() -> float:
+        return sum(h.seconds for h in fit(students(), data, cfgs, teacher=teacher, progress=False))
+
+    at_once()  # warm up the kernels and the allocator before any clock starts
+    times: Dict[str, list] = {"one at a time": [], "together": []}
+    for _ in range(repeats):  # interleaved: A, B, A, B ...
+        times["one at a time"].append(one_at_a_time())
+        times["together"].append(at_once())
+    best = {name: min(t) for name, t in times.items()}
+    ratio = best["one at a time"] / best["together"]
+    print(f"chapter 8's grid: {n} distilled Hinton students, {len(data.y_train):,} images, {epochs} epoch(s), "
+          f"device {dev.type}, {torch.get_num_threads()} threads, torch {torch.__version__}; best of "
+          f"{repeats}, interleaved")
+    print(f"one at a time {best['one at a time']:7.2f} s   together {best['together']:7.2f} s   "
+          f"together is {ratio:.2f}x as fast")
+    return {**best, "ratio": ratio}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
@@ -349,8 +400,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--together", type=int, metavar="N", default=0,
+                   help="instead: N students of chapter 8's grid, one at a time and all at once")
     a = p.parse_args()
-    run(a.dataset, a.epochs, a.batch_size, a.device, a.repeats)
+    if a.together:
+        together(a.together, a.epochs, a.repeats, a.device)
+    else:
+        run(a.dataset, a.epochs, a.batch_size, a.device, a.repeats)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from numbers import Real
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +36,10 @@ from .models import device_of, eval_mode
 from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
 from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
+from .together import Stack, check_together
 
-__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load", "initial_model"]
+__all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load", "train_or_load_many",
+           "initial_model"]
 
 # a batch: (x (B, ...), y (B,)) or (x, y, index (B,)), index the samples' positions in the data set
 Batches = Iterable[Tuple[Tensor, ...]]
@@ -129,21 +131,33 @@ def unpack(batch, name: str = "data") -> Tuple[Tensor, Tensor, Optional[Tensor]]
 
 @torch.no_grad()
 def _test_sums(model: nn.Module, batches: Batches, precision: str) -> Tensor:
-    """(errors, summed cross entropy, examples) of model on the batches, as one float64 tensor."""
+    """(errors, summed cross entropy, examples) of model on the batches, as one float64 tensor (3,);
+    (3, N) for a Stack of N models, a column per model."""
     device = device_of(model)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    sums: Optional[Tensor] = None
     with eval_mode(model), autocast(device, precision):
         for batch in batches:
             x, y, _ = unpack(batch, "the test set")
             x, y = x.to(device), y.to(device)
-            logits = model(x).float()
-            sums += torch.stack([(logits.argmax(1) != y).sum().double(),
-                                 F.cross_entropy(logits, y, reduction="sum").double(),
-                                 torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+            logits = model(x).float()  # (B, C); (N, B, C) for N models at once (a kdlib.together.Stack)
+            if logits.ndim == 3:  # one column of sums per model
+                wrong = (logits.argmax(-1) != y).sum(-1).double()
+                ce = F.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1), reduction="none")
+                part = torch.stack([wrong, ce.sum(-1).double(), torch.full_like(wrong, len(y))])
+            else:
+                part = torch.stack([(logits.argmax(1) != y).sum().double(),
+                                    F.cross_entropy(logits, y, reduction="sum").double(),
+                                    torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+            sums = part if sums is None else sums + part
+    if sums is None:
+        raise ValueError("the test set must hold at least one example, got none")
     return sums
 
 
-def _score(sums: Tensor) -> Score:
+def _score(sums: Tensor) -> Union[Score, List[Score]]:
+    """The Score of _test_sums's (3,) sums; a list, one per model, of (3, N) sums."""
+    if sums.ndim == 2:
+        return [_score(column) for column in sums.T]
     errors, loss, n = sums.tolist()
     if n == 0:
         raise ValueError("the test set must hold at least one example, got none")
@@ -286,10 +300,12 @@ def check_loader(data: Batches, model: nn.Module) -> None:
                          f"batch_size")
 
 
-def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: Optional[nn.Module] = None,
+def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches],
+        cfg: Union[FitConfig, Sequence[FitConfig]],
+        teacher: Union[nn.Module, None, Sequence[Optional[nn.Module]]] = None,
         progress: bool = True, desc: str = "",
         loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None,
-        test: Union[Data, Batches, None] = None) -> History:
+        test: Union[Data, Batches, None] = None) -> Union[History, List[History]]:
     """Train model on data; with a teacher, distil from it. Returns the History; the model is trained in place.
 
     data: a kdlib Data, whose training tensors x_train (N, ...) and y_train (N,) sit on the device
@@ -309,14 +325,37 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
     Under torchrun, every process calls fit alike and trains one model (kdlib.distributed): a Data's
     global batch of cfg.batch_size is split between the processes; a DataLoader should have a
     DistributedSampler. Only rank 0 shows progress.
+
+    Several models at once: model a list of N models of one architecture, cfg a list of N configs
+    (each model's seed, T, alpha and hard_distillation; every other setting shared), teacher one
+    teacher for all or a list of N (None: that model learns from the labels alone), data a Data.
+    They train in one pass (kdlib.together.Stack: stacked weights, one vmap), each as it would
+    alone: its own batch order, T, alpha and teacher, up to float rounding. Returns N Histories,
+    each with its share of the time (the pass's seconds / N).
     """
+    together = isinstance(model, (list, tuple))
+    models = list(model) if together else [model]
+    cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * len(models)
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher] * len(models)
+    if together:
+        check_together(models, cfgs)
+        if len(teachers) != len(models):
+            raise ValueError(f"teacher must be one model or a list of one per model ({len(models)}), "
+                             f"got {len(teachers)}")
+        if not isinstance(data, Data) or loss_fn is not None or distributed.active():
+            raise ValueError("models train together from a kdlib Data, with kdlib's losses, in one process: "
+                             "train them one at a time for a DataLoader, a loss_fn or torchrun")
+    elif isinstance(cfg, (list, tuple)):
+        raise TypeError("cfg must be a FitConfig for one model (a list of them goes with a list of models)")
+    cfg = cfgs[0]  # the settings the models share
     if loss_fn is not None and teacher is None:
         raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
-    if not any(True for _ in model.parameters()):
+    if not any(True for _ in models[0].parameters()):
         raise ValueError("model has no parameters to train")
     in_memory = isinstance(data, Data)
     if in_memory:
-        check_fit_inputs(model, data.x_train, data.y_train, data.num_classes, teacher)
+        for m, t in zip(models, teachers):
+            check_fit_inputs(m, data.x_train, data.y_train, data.num_classes, t)
         test = data if test is None else test
         if cfg.batch_size < distributed.world_size():
             raise ValueError(f"cfg.batch_size ({cfg.batch_size}) is the global batch, split between the "
@@ -326,12 +365,15 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
                         f"DataLoader, got {type(data).__name__}")
     else:
         check_loader(data, model)
-    device = device_of(model)
+    device = device_of(models[0])
     torch.manual_seed(cfg.seed)                       # dropout masks
-    gen = torch.Generator().manual_seed(cfg.seed)     # batch order and augmentation
-    opt = make_optimizer(model, cfg)
+    gens = [torch.Generator().manual_seed(c.seed) for c in cfgs]  # batch order and augmentation
+    gen = gens[0]
+    # N models: one module whose weights are theirs stacked; the step below is the same
+    net = Stack(models) if together else distributed.wrap(model)  # DDP under torchrun
+    opt = make_optimizer(net if together else model, cfg)
     epochs = min(cfg.epochs, DRY_RUN_EPOCHS) if dry_run() else cfg.epochs  # KDLIB_DRY_RUN: code paths, not results
-    min_rows = min_batch_rows(model)
+    min_rows = min_batch_rows(models[0])
     per_epoch = steps_per_epoch(data, cfg.batch_size, min_rows)
     if per_epoch == 0:
         raise ValueError("data gives no batch to train on: it is empty, or a DataLoader with drop_last=True "
@@ -344,9 +386,9 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
              if cfg.schedule == "cosine" else None)
     precision = resolve_precision(device, cfg.precision)  # of the student, its teacher and the tests
     scaler = grad_scaler(device, precision)
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}  # put back if training diverges
-    net = distributed.wrap(model)  # DistributedDataParallel under torchrun; the model itself otherwise
-    hist = History()
+    # put back if training diverges
+    before = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+    hists = [History() for _ in models]
     # TQDM_DISABLE=1 silences the bar too (for executing the book's pages); only rank 0 shows one
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0") or not distributed.is_main()
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
@@ -361,75 +403,101 @@ def fit(model: nn.Module, data: Union[Data, Batches], cfg: FitConfig, teacher: O
             check_batch(x, y, classes, name="the labels of a batch of data")
 
     def batches(epoch: int) -> Iterator[tuple]:  # the one difference between tensors and a DataLoader
+        if together:  # each model its own batch order: (N, B, ...) inputs, (N, B) labels and indices
+            return (tuple(torch.stack(parts) if i < 3 else parts[0] for i, parts in enumerate(zip(*step)))
+                    for step in zip(*(tensor_batches(data, cfg.batch_size, g, min_rows) for g in gens)))
         if in_memory:
             return tensor_batches(data, cfg.batch_size, gen, min_rows)
         return loader_batches(data, epoch, device, check)
 
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
-    fixed = teacher is not None and not cfg.augment
-    cached = fixed_logits(teacher, data, precision) if fixed else None
-    model.train()
+    fixed = not cfg.augment
+    tables = {id(t): fixed_logits(t, data, precision) for t in teachers if t is not None and fixed}
+    cached = [None if t is None else tables.get(id(t)) for t in teachers]
+    net.train()
     for epoch in range(epochs):
         losses, correct, sizes = [], [], []
         for x, y, idx, weight in batches(epoch):
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
             with autocast(device, precision):
-                z = net(x)
+                z = net(x, each=True) if together else net(x)  # (N, B, C) or (B, C)
             # the labels were checked before the batch moved: no per-step checks on the device (each syncs a GPU)
-            if teacher is None:
-                loss = F.cross_entropy(z.float(), y)
+            if together:  # each model its own loss, the same function as alone; their sum steps all
+                loss = torch.stack([batch_loss(z[i], y[i], None if t is None else table[idx[i]].to(device), c)
+                                    for i, (t, table, c) in enumerate(zip(teachers, cached, cfgs))])
             else:
-                if cached is not None:
-                    v = cached[idx].to(device)
-                else:  # augmented inputs, or batches without an index
-                    v = frozen_forward(teacher, x, len(x), precision)
-                if loss_fn is not None:
-                    loss = loss_fn(z.float(), v, y)
-                elif cfg.hard_distillation:
-                    loss = hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False)
-                else:
-                    loss = distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False)
+                v = None
+                if teacher is not None:
+                    # from the table; augmented inputs, or batches without an index: a pass per batch
+                    v = cached[0][idx].to(device) if cached[0] is not None else frozen_forward(
+                        teacher, x, len(x), precision)
+                loss = batch_loss(z, y, v, cfg, loss_fn)
             opt.zero_grad(set_to_none=True)
             # weight: this process's share of the global batch (1 on one process)
-            backward_step(loss * weight, opt, scaler)
+            backward_step(loss.sum() * weight, opt, scaler)
             if sched is not None:
                 sched.step()
             # keep the numbers on the device; one transfer per epoch, not one per step
             losses.append(loss.detach())
-            correct.append((z.argmax(1) == y).sum())
-            sizes.append(len(y))
+            correct.append((z.argmax(-1) == y).sum(-1))
+            sizes.append(y.shape[-1])
             bar.update()
         try:
-            end_of_epoch(hist, losses, correct, sizes, epoch, cfg.lr, model)
+            for i, hist in enumerate(hists):
+                params = net.weights_of(i) if together else list(model.parameters())
+                column = (lambda ts: [t[i] for t in ts]) if together else (lambda ts: ts)
+                end_of_epoch(hist, column(losses), column(correct), sizes, epoch, cfg.lr, params,
+                             f"model[{i}] (seed {cfgs[i].seed}) " if together else "")
         except RuntimeError:
-            model.load_state_dict(before)  # never NaN weights: the model as it came
+            for m, state in zip(models, before):
+                m.load_state_dict(state)  # never NaN weights: the models as they came
             raise
+        if together:
+            net.write_back()
         if cfg.eval_each_epoch and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
-            hist.epoch_test_acc.append(test_score(model, test, precision).accuracy)
-            bar.set_postfix(loss=f"{hist.epoch_loss[-1]:.3f}", test_acc=f"{hist.epoch_test_acc[-1]:.4f}")
+            scores = test_score(net if together else model, test, precision)
+            for hist, score in zip(hists, scores if together else [scores]):
+                hist.epoch_test_acc.append(score.accuracy)
+            bar.set_postfix(loss=f"{hists[0].epoch_loss[-1]:.3f}", test_acc=f"{hists[0].epoch_test_acc[-1]:.4f}")
     bar.close()
-    hist.seconds = time.perf_counter() - start  # training time: the final test below is not in it
+    seconds = (time.perf_counter() - start) / len(models)  # training time: the final test below is not in it
     if test is not None:
-        score = test_score(model, test, precision)
-        hist.epoch_test_acc.append(score.accuracy)
-        hist.test_acc, hist.test_errors = score.accuracy, score.errors
-    return hist
+        scores = test_score(net if together else model, test, precision)
+        for hist, score in zip(hists, scores if together else [scores]):
+            hist.epoch_test_acc.append(score.accuracy)
+            hist.test_acc, hist.test_errors = score.accuracy, score.errors
+    for hist in hists:
+        hist.seconds = seconds
+    return hists if together else hists[0]
+
+
+def batch_loss(z: Tensor, y: Tensor, v: Optional[Tensor], cfg: FitConfig,
+               loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None) -> Tensor:
+    """One model's loss on one batch: logits z (B, C), labels y (B,), the teacher's logits v (B, C) or
+    None (the labels alone); cross entropy, or loss_fn, hard or soft distillation (see fit)."""
+    if v is None:
+        return F.cross_entropy(z.float(), y)
+    if loss_fn is not None:
+        return loss_fn(z.float(), v, y)
+    if cfg.hard_distillation:
+        return hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False)
+    return distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False)
 
 
 def end_of_epoch(hist: History, losses: List[Tensor], correct: List[Tensor], sizes: List[int], epoch: int,
-                 lr: float, model: nn.Module) -> None:
+                 lr: float, params: List[Tensor], which: str = "") -> None:
     """Record an epoch's per-step losses and accuracies in hist, over all processes (one all-reduce);
-    a RuntimeError when the loss or the model's weights are no longer finite."""
+    a RuntimeError when the loss or the model's weights (params) are no longer finite."""
     if not losses:
         raise ValueError(f"data gave no batch in epoch {epoch + 1}")
     n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
     # per step: summed loss, correct answers and examples, summed over the processes
     loss_sum, right, n = distributed.all_sum(torch.stack([torch.stack(losses).float() * n,
                                                           torch.stack(correct).float(), n]))
-    weights_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    weights_finite = all(bool(torch.isfinite(p).all()) for p in params)
     if not torch.isfinite(loss_sum).all() or not weights_finite:  # a clear error, never a NaN history
-        raise RuntimeError(f"training diverged in epoch {epoch + 1}: the "
+        raise RuntimeError(f"training {which}diverged in epoch {epoch + 1}: the "
                            f"{'loss is' if weights_finite else 'weights are'} no longer finite; the model's "
                            f"weights are put back as they were before fit; try a smaller lr than {lr}")
     hist.step_loss += (loss_sum / n).tolist()
@@ -477,40 +545,82 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
     not cover kdlib's training loop (nor torch's code): after changing it, clear the cache (the
     folder KDLIB_CACHE, by default ~/.cache/kdlib).
     """
+    return train_or_load_many(make_model, data, [cfg], [teacher], [name], cache, progress, verbose)[0]
+
+
+def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Sequence[FitConfig],
+                       teachers: Sequence[Optional[nn.Module]], names: Sequence[str], cache: bool = True,
+                       progress: bool = True, verbose: bool = True,
+                       together: bool = True) -> List[Tuple[nn.Module, History]]:
+    """train_or_load for several runs of one architecture: run i is (cfgs[i], teachers[i], names[i]).
+
+    Each run loads from the cache as train_or_load would (the same key), and the runs that are not
+    there train together in one pass (fit with a list of models, see kdlib.together) when
+    together is True and the architecture allows it, otherwise one after another. A run trained together equals the run
+    trained alone up to float rounding, as it would on another CPU: the key is the run's, not the
+    group's. Returns [(model, History)] in the order of cfgs.
+    """
+    if not (len(cfgs) == len(teachers) == len(names)):
+        raise ValueError(f"cfgs, teachers and names must have one entry per run, got {len(cfgs)}, "
+                         f"{len(teachers)} and {len(names)}")
     device = data.x_train.device
-
-    def fresh() -> nn.Module:  # every run with this seed starts from the same initial weights
-        return initial_model(make_model, cfg.seed, device)
-
-    model = fresh()
-    # the fresh model's content: its initial weights and settings, which str(model) does not show
-    key = fingerprint([name, str(model), module_content(model), asdict(cfg),
-                       resolve_precision(device, cfg.precision), dry_run(),
-                       data.name, data.source, data.y_train, data.x_train,
-                       module_content(teacher) if teacher is not None else None])
-    path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
     say = print if verbose and distributed.is_main() else (lambda *a: None)
-    if cache and path.exists():
-        try:
-            ckpt = torch.load(path, map_location=device, weights_only=True)
-            if ckpt.get("key") != key:
-                raise ValueError("its key does not match this run")
-            model.load_state_dict(ckpt["model"])
-            hist = History(**ckpt["history"])
-            # the key covers the training data, not the test set: score the model on the one at hand
-            score = evaluate(model, data.x_test, data.y_test, precision=cfg.precision)
-            hist.test_acc, hist.test_errors, hist.from_cache = score.accuracy, score.errors, True
-            say(f"{name}: loaded from the cache (trained in {hist.seconds:.1f} s)")
-            return model, hist
-        except Exception as e:  # damaged, foreign or stale: never a crash, never a wrong model
-            say(f"{name}: the cached checkpoint could not be used ({type(e).__name__}: {e}); training again")
-            model = fresh()  # not the weights a half-done load left behind
-    hist = fit(model, data, cfg, teacher=teacher, progress=progress, desc=name)
-    say(f"{name}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy {hist.test_acc:.2%} "
-        f"({hist.test_errors} errors)")
-    if cache and distributed.is_main():  # one writer, however many processes trained the model
-        save_checkpoint(path, {"key": key, "name": name, "config": asdict(cfg), "model": model.state_dict(),
-                               "history": asdict(hist)})
+    out: List[Optional[Tuple[nn.Module, History]]] = [None] * len(cfgs)
+    todo = []  # (i, fresh model, checkpoint path, key) of the runs to train
+    for i, (cfg, teacher, name) in enumerate(zip(cfgs, teachers, names)):
+        model = initial_model(make_model, cfg.seed, device)  # every run with a seed starts from its weights
+        # the fresh model's content: its initial weights and settings, which str(model) does not show
+        key = fingerprint([name, str(model), module_content(model), asdict(cfg),
+                           resolve_precision(device, cfg.precision), dry_run(),
+                           data.name, data.source, data.y_train, data.x_train,
+                           module_content(teacher) if teacher is not None else None])
+        path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
+        if cache and path.exists():
+            try:
+                out[i] = load_checkpoint(path, key, model, data, cfg)
+                say(f"{name}: loaded from the cache (trained in {out[i][1].seconds:.1f} s)")
+                continue
+            except Exception as e:  # damaged, foreign or stale: never a crash, never a wrong model
+                say(f"{name}: the cached checkpoint could not be used ({type(e).__name__}: {e}); training again")
+                model = initial_model(make_model, cfg.seed, device)  # not the weights a half-done load left behind
+        todo.append((i, model, path, key))
+    if not todo:
+        return out
+    models = [m for _, m, _, _ in todo]
+    runs = [(cfgs[i], teachers[i]) for i, _, _, _ in todo]
+    group = together and len(todo) > 1 and not distributed.active()
+    try:
+        if group:
+            check_together(models, [c for c, _ in runs])
+    except ValueError:  # batch norm, dropout, augmentation: one after another
+        group = False
+    if group:
+        hists = fit(models, data, [c for c, _ in runs], teacher=[t for _, t in runs], progress=progress,
+                    desc=f"{len(todo)} runs")
+    else:
+        hists = [fit(m, data, c, teacher=t, progress=progress, desc=names[i])
+                 for m, (c, t), (i, _, _, _) in zip(models, runs, todo)]
+    for (i, model, path, key), hist in zip(todo, hists):
+        name = names[i]
+        say(f"{name}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy "
+            f"{hist.test_acc:.2%} ({hist.test_errors} errors)")
+        if cache and distributed.is_main():  # one writer, however many processes trained the model
+            save_checkpoint(path, {"key": key, "name": name, "config": asdict(cfgs[i]), "model": model.state_dict(),
+                                   "history": asdict(hist)})
+        out[i] = (model, hist)
+    return out
+
+
+def load_checkpoint(path: Path, key: str, model: nn.Module, data: Data, cfg: FitConfig) -> Tuple[nn.Module, History]:
+    """The run stored at path, into model, scored again on data's test set (the key covers the training
+    data, not the test set); an exception when the file is damaged or holds another run."""
+    ckpt = torch.load(path, map_location=data.x_train.device, weights_only=True)
+    if ckpt.get("key") != key:
+        raise ValueError("its key does not match this run")
+    model.load_state_dict(ckpt["model"])
+    hist = History(**ckpt["history"])
+    score = evaluate(model, data.x_test, data.y_test, precision=cfg.precision)
+    hist.test_acc, hist.test_errors, hist.from_cache = score.accuracy, score.errors, True
     return model, hist
 
 

@@ -37,8 +37,8 @@ def count_fits(monkeypatch):
     calls = []
     real = ktrain.fit
 
-    def counting(*a, **k):
-        calls.append(a[2])
+    def counting(*a, **k):  # one entry per run, whether it trained alone or with others
+        calls.extend(a[2] if isinstance(a[2], list) else [a[2]])
         return real(*a, **k)
 
     monkeypatch.setattr(ktrain, "fit", counting)
@@ -115,15 +115,15 @@ def test_teacher_learns_from_more_images_and_the_students_from_a_subset_of_them(
     real = ktrain.fit
 
     def record(model, data, *a, **k):
-        seen.append(data)
+        seen.append((model, data))
         return real(model, data, *a, **k)
 
     monkeypatch.setattr(ktrain, "fit", record)
     setup = tiny_setup(n_train=60, teacher_n_train=180, n_test=30, seeds=(0,))
     ex.compare(tiny_data(), setup, progress=False, verbose=False)
-    teacher, scratch, distilled = seen
-    assert len(teacher.y_train) == 180 and len(scratch.y_train) == len(distilled.y_train) == 60
-    assert torch.equal(scratch.x_train, distilled.x_train)
+    (_, teacher), (students, scratch) = seen  # the students train together, on the same data
+    assert isinstance(students, list) and len(students) == 2
+    assert len(teacher.y_train) == 180 and len(scratch.y_train) == 60
     rows = {tuple(r.tolist()) for r in teacher.x_train}
     assert all(tuple(r.tolist()) in rows for r in scratch.x_train)  # a subset of the teacher's images
     assert torch.equal(teacher.x_test, scratch.x_test) and len(scratch.y_test) == 30
@@ -161,7 +161,8 @@ def test_students_of_one_seed_start_from_the_same_weights(monkeypatch):
     real = ktrain.fit
 
     def record(model, *a, **k):
-        starts.append([p.detach().clone() for p in model.parameters()])
+        for m in model if isinstance(model, list) else [model]:
+            starts.append([p.detach().clone() for p in m.parameters()])
         return real(model, *a, **k)
 
     monkeypatch.setattr(ktrain, "fit", record)
@@ -170,12 +171,24 @@ def test_students_of_one_seed_start_from_the_same_weights(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(scratch, distilled))
 
 
-def test_alpha_zero_distillation_equals_the_student_from_scratch():
-    data = tiny_data()
-    setup = tiny_setup(seeds=(0,))
+def test_alpha_zero_distillation_trains_exactly_the_student_from_scratch():
+    # why grid may use the student from scratch for its alpha = 0 column: the same weights, bit for bit
+    data, setup = tiny_data(), tiny_setup(seeds=(0,))
+    teacher = net()
+    scratch, distilled = (kd.train.initial_model(net, 0) for _ in range(2))
+    h_scratch = kd.fit(scratch, data, setup.student, progress=False)
+    h_distilled = kd.fit(distilled, data, setup.distilled(8.0, 0.0), teacher=teacher, progress=False)
+    assert h_scratch.step_loss == h_distilled.step_loss
+    assert all(torch.equal(a, b) for a, b in zip(scratch.parameters(), distilled.parameters()))
+
+
+def test_grid_takes_its_alpha_zero_column_from_the_student_from_scratch(count_fits):
+    data, setup = tiny_data(), tiny_setup(seeds=(0,))
     teacher, result = ex.compare(data, setup, progress=False)
-    runs = ex.grid(data, setup, teacher, [4.0], [0.0])
-    assert runs[4.0, 0.0].step_loss == pytest.approx(result.scratch[0].step_loss, rel=1e-5)
+    assert len(count_fits) == 3  # the teacher, a student from scratch, a distilled one
+    runs = ex.grid(data, setup, teacher, [1.0, 4.0], [0.0, 0.5])
+    assert len(count_fits) == 5  # only the two cells with alpha > 0 trained
+    assert runs[1.0, 0.0].step_loss == runs[4.0, 0.0].step_loss == result.scratch[0].step_loss
 
 
 def test_grid_is_resumable_a_finished_cell_is_not_rerun(count_fits):
@@ -246,7 +259,7 @@ def test_run_variants_labels_only_student_ignores_the_teacher(monkeypatch):
     real = ktrain.fit
 
     def record(model, data, cfg, teacher=None, **k):
-        seen.append(teacher)
+        seen.extend(teacher if isinstance(teacher, list) else [teacher])
         return real(model, data, cfg, teacher=teacher, **k)
 
     monkeypatch.setattr(ktrain, "fit", record)
