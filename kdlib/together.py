@@ -4,8 +4,7 @@ A chapter that compares seeds x settings trains many small models of one archite
 one after another, each step of each model is a handful of small matrix products plus the Python
 and dispatch work around them. Stacked, N models take one step together: every weight becomes
 one tensor (N, ...), and torch.func.vmap runs the architecture's own forward on all N at once, as
-batched matrix products (one large product per layer instead of N small ones, so both cores of a
-laptop have work):
+batched matrix products (one product per layer instead of N, and one optimizer step):
 
     stack = Stack(models)            # N models of one architecture
     z = stack(x, each=True)          # x (N, B, ...): model i reads x[i]        -> z (N, B, C)
@@ -15,10 +14,18 @@ laptop have work):
 kdlib.fit takes a list of models (and one FitConfig per model) and trains them through a Stack;
 each model keeps its own seed (initial weights and batch order), T, alpha and teacher, and ends
 with the weights it would have had trained alone, up to the rounding of float arithmetic (the
-batched products may add in another order). Why vmap and not processes: on the 2-core CPU that
-made the book, 8 of chapter 8's students took 1.4-1.6x less time stacked than one after another
-(`python -m kdlib.bench` measures it on your machine), while two processes would each get one
-core, need a picklable model (a notebook's classes are not), and could not share a GPU as well.
+batched products may add in another order).
+
+What it buys, measured (`python -m kdlib.bench --together 8`, interleaved, best of 2): on the
+idle 2-core CPU that made the book, 8 of chapter 8's students trained 1.05x as fast stacked as
+one after another: a step of these MLPs is arithmetic, which torch already spreads over both cores,
+so little is left to save. On the same CPU while another chapter ran, 1.48x: there the
+per-step work between the products is what waits. Small ViTs ran 0.86x as fast stacked (torch's
+fused attention kernel has no vmap rule; the composite attention is slower on a CPU), so kdlib's
+DeiT setup trains them one after another. On a GPU, where a small model's step is mostly kernel
+launches, stacking should pay most; that is not measured here (no GPU was at hand). Why vmap and not processes: the
+two cores are already busy inside each product, a process needs a picklable model (a notebook's
+classes are not), and processes cannot share a GPU's launches.
 
 Refused, with a ValueError that says why: batch norm (its running statistics would need one copy
 per model, updated in place under vmap) and dropout with p > 0 (vmap draws all N masks at once,

@@ -20,8 +20,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import kdlib as kd
-from kdlib.data import Data
 from kdlib.keys import fingerprint, module_content
+from toys import blobs as toy_blobs
+
+blobs = functools.partial(toy_blobs, n_train=48, n_test=24)  # this file's default size
 
 # a model as a notebook defines it: in __main__, where inspect finds no source
 NET = """
@@ -60,14 +62,6 @@ def key(model: nn.Module) -> str:
 def built(make, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return make()
-
-
-def blobs(n_train: int = 48, n_test: int = 24, d: int = 8, seed: int = 0) -> Data:
-    g = torch.Generator().manual_seed(seed)
-    centres = 3 * torch.randn(3, d, generator=g)
-    y = torch.randint(0, 3, (n_train + n_test,), generator=g)
-    x = centres[y] + torch.randn(n_train + n_test, d, generator=g)
-    return Data("blobs", x[:n_train], y[:n_train], x[n_train:], y[n_train:], ["a", "b", "c"], "test")
 
 
 class Holder(nn.Module):

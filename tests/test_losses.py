@@ -201,16 +201,6 @@ def test_hard_distillation_loss_rejects_bad_input():
 
 
 # ------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("T", [0.0, -1.0, float("nan"), float("inf")])
-def test_bad_temperature_is_a_value_error_naming_T(T):
-    z, v, y = batch()
-    for call in (lambda: kd.softmax_t(z, T), lambda: kd.distillation_loss(z, v, y, T=T),
-                 lambda: kd.loss_gradient(z, v, y, T=T), lambda: kd.DistillationLoss(T=T),
-                 lambda: kd.mixed_target(v, y, 0.5, T=T)):
-        with pytest.raises(ValueError, match=r"T must be finite and > 0"):
-            call()
-
-
 @pytest.mark.parametrize("T", ["4", None, True])
 def test_non_numeric_temperature_is_a_type_error(T):
     z, _, _ = batch()
@@ -364,8 +354,9 @@ def test_half_precision_logits_give_a_float32_loss(dtype):
         torch.testing.assert_close(g, kd.loss_gradient(z32, v32, y, T=T, alpha=0.7))
 
 
-@pytest.mark.parametrize("T", [1e-38, 1e-7, 1.01e6, 1e20, 1e300])
-def test_a_temperature_outside_the_range_is_refused_naming_it(T):
+@pytest.mark.parametrize("T", [0.0, -1.0, float("nan"), float("inf"), 1e-38, 1e-7, 1.01e6, 1e20, 1e300])
+def test_a_temperature_outside_the_range_is_a_value_error_naming_it(T):
+    # not positive, not finite, or outside [1e-6, 1e6]: every function that takes T refuses it
     z, v, y = batch()
     for call in (lambda: kd.softmax_t(z, T), lambda: kd.distillation_loss(z, v, y, T=T),
                  lambda: kd.loss_gradient(z, v, y, T=T), lambda: kd.DistillationLoss(T=T),

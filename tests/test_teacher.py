@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import kdlib as kd
 from kdlib.data import Data, batch_indices
+from toys import blobs as toy_blobs
 
-
-def blobs(n_train: int = 96, n_test: int = 40, d: int = 8, seed: int = 0) -> Data:
-    g = torch.Generator().manual_seed(seed)
-    centres = 3 * torch.randn(3, d, generator=g)
-    y = torch.randint(0, 3, (n_train + n_test,), generator=g)
-    x = centres[y] + torch.randn(n_train + n_test, d, generator=g)
-    return Data("blobs", x[:n_train], y[:n_train], x[n_train:], y[n_train:], ["a", "b", "c"], "test")
+blobs = partial(toy_blobs, n_train=96, n_test=40)  # this file's default size
 
 
 def mlp(seed: int = 1) -> nn.Module:

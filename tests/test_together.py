@@ -10,14 +10,7 @@ from torch import nn
 import kdlib as kd
 from kdlib import bench
 from kdlib.train import initial_model
-
-
-def blobs(n=256, d=8, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centers = 3 * torch.randn(classes, d, generator=g)
-    y = torch.randint(0, classes, (n,), generator=g)
-    x = centers[y] + torch.randn(n, d, generator=g)
-    return kd.Data("blobs", x[:200], y[:200], x[200:], y[200:], [str(c) for c in range(classes)], "made up")
+from toys import blobs
 
 
 def mlp(d=8, classes=3):

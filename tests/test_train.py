@@ -8,16 +8,8 @@ from torch import nn
 
 import kdlib as kd
 import kdlib.keys
+from toys import blobs
 from kdlib.precision import autocast, grad_scaler, resolve_precision
-
-
-def blobs(n=256, d=8, classes=3, seed=0):
-    """Separable Gaussian blobs as a kd.Data: a problem a linear model learns in a few epochs."""
-    g = torch.Generator().manual_seed(seed)
-    centers = 3 * torch.randn(classes, d, generator=g)
-    y = torch.randint(0, classes, (n,), generator=g)
-    x = centers[y] + torch.randn(n, d, generator=g)
-    return kd.Data("blobs", x[:200], y[:200], x[200:], y[200:], [str(c) for c in range(classes)], "made up")
 
 
 def linear(d=8, classes=3):
