@@ -455,11 +455,14 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
             raise
         if together:
             net.write_back()
-        if cfg.eval_each_epoch and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
+        wants = [c.eval_each_epoch for c in cfgs]  # a test score after this epoch, per model
+        if any(wants) and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
             scores = test_score(net if together else model, test, precision)
-            for hist, score in zip(hists, scores if together else [scores]):
-                hist.epoch_test_acc.append(score.accuracy)
-            bar.set_postfix(loss=f"{hists[0].epoch_loss[-1]:.3f}", test_acc=f"{hists[0].epoch_test_acc[-1]:.4f}")
+            scores = scores if together else [scores]
+            for hist, score, want in zip(hists, scores, wants):
+                if want:
+                    hist.epoch_test_acc.append(score.accuracy)
+            bar.set_postfix(loss=f"{hists[0].epoch_loss[-1]:.3f}", test_acc=f"{scores[0].accuracy:.4f}")
     bar.close()
     seconds = (time.perf_counter() - start) / len(models)  # training time: the final test below is not in it
     if test is not None:

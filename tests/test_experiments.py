@@ -252,6 +252,17 @@ def test_run_variants_trains_each_variant_and_seed_once_then_loads(count_fits):
     again = ex.run_variants(data, setup, teacher, variants)
     assert len(count_fits) == 4  # loaded, not retrained
     assert again["soft"][1][1].step_loss == first["soft"][1][1].step_loss
+    # a test score after every epoch for the first seed (its curves are drawn), the last one for the others
+    epochs = setup.student.epochs
+    assert all(len(runs[0][1].epoch_test_acc) == epochs and len(runs[1][1].epoch_test_acc) == 1
+               for runs in first.values())
+
+
+def test_models_trained_together_may_differ_in_their_test_scores_per_epoch():
+    data, setup = tiny_data(), tiny_setup()
+    cfgs = [replace(setup.student, seed=0), replace(setup.student, seed=1, eval_each_epoch=False)]
+    hists = kd.fit([kd.train.initial_model(net, c.seed) for c in cfgs], data, cfgs, progress=False)
+    assert [len(h.epoch_test_acc) for h in hists] == [setup.student.epochs, 1]
 
 
 def test_run_variants_labels_only_student_ignores_the_teacher(monkeypatch):
