@@ -46,9 +46,10 @@ class Setup:
     # the teacher's training images; None: the students' images. More (Hinton et al.'s section 6):
     # the teacher learns from data the students never see, and the students learn from its targets
     teacher_n_train: Optional[int] = None
-    # train the students of a comparison, grid or set of variants in one pass (kdlib.together);
+    # train the students of a comparison, grid or set of variants in one pass (kdlib.together):
+    # None, on an accelerator only (on a CPU, one after another was faster; see kdlib.together);
     # where the student cannot (batch norm, dropout), they train one after another anyway
-    together: bool = True
+    together: Optional[bool] = None
 
     def describe(self) -> str:
         """The settings in words, for a chapter's output."""
@@ -162,8 +163,8 @@ def deit_setup(profile: str) -> Setup:
     6,000 images, the students from 3,000 of them, without augmentation (the ResNet's forward pass
     on every batch would triple a CPU run), and the ViT has 4 layers of width 128: 78 MFLOPs per
     image against the full ViT's 251.
-    The ViTs train one after another (together=False): stacked (kdlib.together) they ran 0.86x as
-    fast on a 2-core CPU, since torch's fused attention kernel has no vmap rule.
+    The ViTs train one after another, on every device (together=False): stacked (kdlib.together)
+    they ran 0.86x as fast on a 2-core CPU, and torch's fused attention kernel has no vmap rule.
     """
     sgd = dict(batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", augment=True)
     adam = dict(batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="cosine")
@@ -228,7 +229,7 @@ def compare(data: Data, setup: Setup, T: Optional[float] = None, alpha: Optional
                                     progress=progress, verbose=False)
     data = setup.data(data)
     result = Comparison(t_hist)
-    # per seed a student from scratch and a distilled one, all trained together where they can be
+    # per seed a student from scratch and a distilled one, all in one pass where that pays (setup.together)
     cfgs, teachers, names = [], [], []
     for seed in setup.seeds:
         cfgs += [replace(setup.student, seed=seed), setup.distilled(T, alpha, seed)]
@@ -259,7 +260,7 @@ def grid(data: Data, setup: Setup, teacher: nn.Module, Ts: Sequence[float], alph
     """A distilled student for every (T, alpha) in Ts x alphas; finished cells load from the cache.
 
     So a grid that was stopped half-way resumes where it stopped, and a wider grid trains only its new
-    cells. The cells to train train together, in one pass (kdlib.together), where the student allows.
+    cells. The cells to train train in one pass (kdlib.together) where that pays (setup.together).
     alpha = 0 leaves no soft term (0 * T^2 KL is exactly 0, and so is its gradient): every cell of
     that column is the student from scratch of the seed, the run compare() trains, trained (or
     loaded) once under its name, not once per T.
@@ -305,7 +306,7 @@ def run_variants(data: Data, setup: Setup, teacher: nn.Module, variants: Dict[st
     data = setup.data(data)
     keys = [(name, seed) for name in variants for seed in setup.seeds]
     slug = {name: "".join(ch if ch.isalnum() or ch in ".=" else "-" for ch in name) for name in variants}
-    # every variant and seed in one pass where the student allows (kdlib.together)
+    # every variant and seed in one pass where that pays (setup.together, kdlib.together)
     runs = train_or_load_many(setup.make_student, data,
                               [replace(variants[name] or setup.student, seed=seed,
                                        eval_each_epoch=(variants[name] or setup.student).eval_each_epoch

@@ -554,12 +554,14 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
 def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Sequence[FitConfig],
                        teachers: Sequence[Optional[nn.Module]], names: Sequence[str], cache: bool = True,
                        progress: bool = True, verbose: bool = True,
-                       together: bool = True) -> List[Tuple[nn.Module, History]]:
+                       together: Optional[bool] = None) -> List[Tuple[nn.Module, History]]:
     """train_or_load for several runs of one architecture: run i is (cfgs[i], teachers[i], names[i]).
 
     Each run loads from the cache as train_or_load would (the same key), and the runs that are not
     there train together in one pass (fit with a list of models, see kdlib.together) when
-    together is True and the architecture allows it, otherwise one after another. A run trained together equals the run
+    together is True and the architecture allows it, otherwise one after another. together=None:
+    in one pass on an accelerator, one after another on a CPU, where stacking was measured slower
+    (kdlib.together says by how much). A run trained together equals the run
     trained alone up to float rounding, as it would on another CPU: the key is the run's, not the
     group's. Returns [(model, History)] in the order of cfgs.
     """
@@ -591,6 +593,8 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
         return out
     models = [m for _, m, _, _ in todo]
     runs = [(cfgs[i], teachers[i]) for i, _, _, _ in todo]
+    if together is None:
+        together = device.type != "cpu"
     group = together and len(todo) > 1 and not distributed.active()
     try:
         if group:

@@ -92,7 +92,7 @@ def test_train_or_load_many_loads_finished_runs_and_trains_the_rest_together(cap
     cfgs = [kd.FitConfig(epochs=2, lr=0.05, seed=s, T=T) for s, T in ((0, 2.0), (1, 4.0), (2, 8.0))]
     names = ["a", "b", "c"]
     first, _ = kd.train_or_load(mlp, data, cfgs[0], teacher, name="a")  # one run, alone
-    runs = kd.train_or_load_many(mlp, data, cfgs, [teacher] * 3, names)
+    runs = kd.train_or_load_many(mlp, data, cfgs, [teacher] * 3, names, together=True)
     out = capsys.readouterr().out
     assert "a: loaded from the cache" in out and "b: trained" in out and "c: trained" in out
     assert runs[0][1].from_cache and not runs[1][1].from_cache
@@ -167,3 +167,21 @@ def test_the_bench_case_times_the_grid_one_at_a_time_and_together(capsys):
     assert numbers["ratio"] == pytest.approx(numbers["one at a time"] / numbers["together"])
     with pytest.raises(ValueError, match="n must be"):
         bench.together(n=1, data=data)
+
+
+def test_train_or_load_many_stacks_on_an_accelerator_only_unless_told(monkeypatch):
+    # on a CPU stacking was measured slower (kdlib.together), so None trains one after another there
+    calls = []
+    real = kd.train.fit
+
+    def record(model, *a, **k):
+        calls.append(len(model) if isinstance(model, list) else 1)
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(kd.train, "fit", record)
+    data = blobs()
+    cfgs = [kd.FitConfig(epochs=1, seed=s) for s in (0, 1, 2)]
+    kd.train_or_load_many(mlp, data, cfgs, [None] * 3, ["a", "b", "c"], cache=False)
+    assert calls == [1, 1, 1]
+    kd.train_or_load_many(mlp, data, cfgs, [None] * 3, ["a", "b", "c"], cache=False, together=True)
+    assert calls == [1, 1, 1, 3]
