@@ -25,13 +25,10 @@ glue_prose = importlib.util.module_from_spec(spec)
 sys.modules["glue_prose"] = glue_prose  # dataclasses look their module up there
 spec.loader.exec_module(glue_prose)
 
-# MyST roles that the chapters may still use, with what Colab shows for each. Everything else that
-# looks like a role ({glue:*}, {eval}, {ref}, {numref}, {doc}, {term}, {math}...) is refused.
-ALLOWED_ROLES = {
-    # "{cite}" then the key in code font: the reader still sees which work is meant, and the book's
-    # bibliography (sphinxcontrib-bibtex) needs the role. See the README's "Colab" section.
-    "cite",
-}
+# MyST roles that the chapters may still use, with what Colab shows for each: none. A citation is a
+# link Colab renders, "([Hinton et al., 2015](https://arxiv.org/abs/1503.02531))", and the book's
+# bibliography lists every entry of references.bib (":all:" in book/intro.md).
+ALLOWED_ROLES: set = set()
 
 
 def notebook(path):
