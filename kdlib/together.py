@@ -16,16 +16,18 @@ each model keeps its own seed (initial weights and batch order), T, alpha and te
 with the weights it would have had trained alone, up to the rounding of float arithmetic (the
 batched products may add in another order).
 
-What it buys, measured (`python -m kdlib.bench --together 8`, interleaved, best of 2): on the
-idle 2-core CPU that made the book, 8 of chapter 8's students trained 1.05x as fast stacked as
-one after another: a step of these MLPs is arithmetic, which torch already spreads over both cores,
-so little is left to save. On the same CPU while another chapter ran, 1.48x: there the
-per-step work between the products is what waits. Small ViTs ran 0.86x as fast stacked (torch's
-fused attention kernel has no vmap rule; the composite attention is slower on a CPU), so kdlib's
-DeiT setup trains them one after another. On a GPU, where a small model's step is mostly kernel
-launches, stacking should pay most; that is not measured here (no GPU was at hand). Why vmap and not processes: the
-two cores are already busy inside each product, a process needs a picklable model (a notebook's
-classes are not), and processes cannot share a GPU's launches.
+What it buys, measured (`python -m kdlib.bench --together N`, interleaved, best of 2, torch 2.15):
+on the idle 2-core CPU that made the book, N of chapter 8's students trained 0.87x as fast stacked
+as one after another for N = 4, 1.05x for N = 8 and 0.59x for N = 25. A step of these MLPs is
+arithmetic that torch already spreads over both cores, and 25 models' weights, gradients and
+momenta (3 x 25 x 5 MB) no longer fit the CPU's caches. On the same CPU while another chapter ran,
+8 students stacked ran 1.48x as fast: there the per-step work between the products waits. Small
+ViTs ran 0.86x as fast stacked (torch's fused attention kernel has no vmap rule; the composite
+attention is slower on a CPU). So kdlib stacks on an accelerator only (train_or_load_many's
+together=None): on a GPU a small model's step is mostly kernel launches, which stacking shares;
+that is not measured here (no GPU was at hand). Why vmap and not processes: the two cores are
+already busy inside each product, a process needs a picklable model (a notebook's classes are
+not), and processes cannot share a GPU's launches.
 
 Refused, with a ValueError that says why: batch norm (its running statistics would need one copy
 per model, updated in place under vmap) and dropout with p > 0 (vmap draws all N masks at once,
