@@ -115,9 +115,7 @@ def test_the_readers_find_chapter_4s_run_where_it_is_printed():
 # chapters whose stored outputs are known to hold an older run of chapter 4's models, with why: the
 # test below requires them to differ (so the entry goes once the chapter is executed again) and
 # checks every other chapter against chapter 4
-STALE = {"05_is_mnist_too_easy": "its cpu run exceeds what the last release could execute again "
-                                 "(about an hour on a shared 2-core CPU); re-execute it with "
-                                 "scripts/reproduce.py --cache DIR --write after chapter 4"}
+STALE: dict = {}  # none: every chapter that reuses chapter 4's run was executed against it
 
 
 def test_chapters_that_reuse_chapter_4s_run_print_the_same_numbers():
