@@ -601,20 +601,23 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
             check_together(models, [c for c, _ in runs])
     except ValueError:  # batch norm, dropout, augmentation: one after another
         group = False
+
+    def finish(i: int, model: nn.Module, path: Path, key: str, hist: History) -> None:
+        say(f"{names[i]}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy "
+            f"{hist.test_acc:.2%} ({hist.test_errors} errors)")
+        if cache and distributed.is_main():  # one writer, however many processes trained the model
+            save_checkpoint(path, {"key": key, "name": names[i], "config": asdict(cfgs[i]),
+                                   "model": model.state_dict(), "history": asdict(hist)})
+        out[i] = (model, hist)
+
     if group:
         hists = fit(models, data, [c for c, _ in runs], teacher=[t for _, t in runs], progress=progress,
                     desc=f"{len(todo)} runs")
-    else:
-        hists = [fit(m, data, c, teacher=t, progress=progress, desc=names[i])
-                 for m, (c, t), (i, _, _, _) in zip(models, runs, todo)]
-    for (i, model, path, key), hist in zip(todo, hists):
-        name = names[i]
-        say(f"{name}: trained {len(hist.epoch_loss)} epochs in {hist.seconds:.1f} s, test accuracy "
-            f"{hist.test_acc:.2%} ({hist.test_errors} errors)")
-        if cache and distributed.is_main():  # one writer, however many processes trained the model
-            save_checkpoint(path, {"key": key, "name": name, "config": asdict(cfgs[i]), "model": model.state_dict(),
-                                   "history": asdict(hist)})
-        out[i] = (model, hist)
+        for (i, model, path, key), hist in zip(todo, hists):
+            finish(i, model, path, key, hist)
+    else:  # each run saved as soon as it is trained: a stopped experiment keeps what it finished
+        for (i, model, path, key), (c, t) in zip(todo, runs):
+            finish(i, model, path, key, fit(model, data, c, teacher=t, progress=progress, desc=names[i]))
     return out
 
 

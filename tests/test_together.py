@@ -185,3 +185,23 @@ def test_train_or_load_many_stacks_on_an_accelerator_only_unless_told(monkeypatc
     assert calls == [1, 1, 1]
     kd.train_or_load_many(mlp, data, cfgs, [None] * 3, ["a", "b", "c"], cache=False, together=True)
     assert calls == [1, 1, 1, 3]
+
+
+def test_runs_trained_one_after_another_are_saved_as_each_finishes(monkeypatch, capsys):
+    # a killed or failing experiment keeps the runs it finished: the next call loads them
+    real, calls = kd.train.fit, []
+
+    def second_fails(model, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if the reader stopped the kernel
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(kd.train, "fit", second_fails)
+    data = blobs()
+    cfgs = [kd.FitConfig(epochs=1, seed=s) for s in (0, 1, 2)]
+    with pytest.raises(KeyboardInterrupt):
+        kd.train_or_load_many(mlp, data, cfgs, [None] * 3, ["a", "b", "c"], together=False)
+    monkeypatch.setattr(kd.train, "fit", real)
+    runs = kd.train_or_load_many(mlp, data, cfgs, [None] * 3, ["a", "b", "c"], together=False)
+    assert [h.from_cache for _, h in runs] == [True, False, False]
