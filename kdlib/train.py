@@ -410,6 +410,10 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
             return tensor_batches(data, cfg.batch_size, gen, min_rows)
         return loader_batches(data, epoch, device, check)
 
+    def test_scores() -> List[Score]:  # one Score per model
+        scores = test_score(net if together else model, test, precision)
+        return scores if together else [scores]
+
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = not cfg.augment
     tables = {id(t): fixed_logits(t, data, precision) for t in teachers if t is not None and fixed}
@@ -457,8 +461,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
             net.write_back()
         wants = [c.eval_each_epoch for c in cfgs]  # a test score after this epoch, per model
         if any(wants) and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
-            scores = test_score(net if together else model, test, precision)
-            scores = scores if together else [scores]
+            scores = test_scores()
             for hist, score, want in zip(hists, scores, wants):
                 if want:
                     hist.epoch_test_acc.append(score.accuracy)
@@ -466,8 +469,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     bar.close()
     seconds = (time.perf_counter() - start) / len(models)  # training time: the final test below is not in it
     if test is not None:
-        scores = test_score(net if together else model, test, precision)
-        for hist, score in zip(hists, scores if together else [scores]):
+        for hist, score in zip(hists, test_scores()):
             hist.epoch_test_acc.append(score.accuracy)
             hist.test_acc, hist.test_errors = score.accuracy, score.errors
     for hist in hists:
