@@ -19,15 +19,15 @@ The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (importe
 """
 import importlib
 
-from . import analysis, distributed, experiments, models, together, transfer
+from . import analysis, distributed, experiments, models, text, together, transfer
 from .book import glue
 from .checks import DistillationSetupWarning, check_distillation_setup
 from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
 from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
-                     log_softmax_t, loss_gradient, mixed_target, soft_targets, softmax_t)
+                     log_softmax_t, loss_gradient, mixed_target, soft_divergence, soft_targets, softmax_t)
 from .models import count_params
 from .profiles import describe_run, dry_run, is_quick, pick, select_device, select_profile
-from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
+from .teacher import Indexed, TopKLogits, frozen_forward, logit_table, teacher_logits
 from .train import FitConfig, History, Score, evaluate, fit, train_or_load, train_or_load_many
 
 __version__ = "0.1.0"
@@ -35,13 +35,13 @@ __version__ = "0.1.0"
 __all__ = [
     # the loss
     "softmax_t", "log_softmax_t", "soft_targets", "mixed_target", "distillation_loss", "DistillationLoss",
-    "LossParts", "loss_gradient", "hard_distillation_loss", "check_distillation_setup", "DistillationSetupWarning",
+    "soft_divergence", "LossParts", "loss_gradient", "hard_distillation_loss", "check_distillation_setup", "DistillationSetupWarning",
     # data, models, training
     "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip",
     "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
     "train_or_load_many",
-    "Indexed", "logit_table",
+    "Indexed", "logit_table", "TopKLogits",
     "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
     # the book's pages
     "glue",

@@ -50,7 +50,8 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 @dataclass
 class Data:
-    """A data set held as tensors: x (N, channels, H, W) normalised float32, y (N,) int64."""
+    """A data set held as tensors: x (N, channels, H, W) normalised float32, y (N,) int64; or, for
+    text (kdlib.text), x (N, L) int64 tokens and y (N, L) int64, the token after each."""
 
     name: str
     x_train: Tensor
@@ -106,7 +107,8 @@ class Data:
 
     def describe(self, width: int = 88) -> str:
         """The data in a few lines of at most `width` characters, for a chapter's output."""
-        lines = [f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test images "
+        unit = "images" if self.x_train.is_floating_point() else "sequences"  # tokens are integers
+        lines = [f"{self.name}: {len(self.y_train):,} train / {len(self.y_test):,} test {unit} "
                  f"{tuple(self.x_train.shape[1:])}, {self.num_classes} classes",
                  textwrap.fill(f"source: {self.source}", width, initial_indent="  ", subsequent_indent="    ")]
         if self.standin_for:

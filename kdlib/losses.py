@@ -2,9 +2,9 @@
 
 Symbols, as in the book:
 
-    z      student logits, shape (B, C)
-    v      teacher logits, shape (B, C)
-    y      integer labels, shape (B,)
+    z      student logits, shape (B, C); (B, L, C) for a language model's L positions
+    v      teacher logits, the same shape
+    y      integer labels, shape (B,); (B, L), where -100 (ignore_index) marks a position left out
     T      temperature, 1e-6 <= T <= 1e6 (check_temperature)
     alpha  weight of the teacher's soft term, 0 <= alpha <= 1
 
@@ -14,15 +14,18 @@ Symbols, as in the book:
     L = alpha * T^2 * KL(p^T || q^T)  +  (1 - alpha) * CE(onehot(y), q^1)
 
 Both terms are averaged over the batch ("batchmean"): a sum over the C classes,
-a mean over the B examples, so the value does not depend on C.
+a mean over the B examples (over the positions not ignored, for sequences), so the
+value does not depend on C. The KL divergence can be swapped for its reverse or a
+generalised Jensen-Shannon divergence (distillation_loss's divergence=).
 
 Convention: alpha weights the *soft* term everywhere in kdlib. Some write-ups let
 alpha weight the hard term instead; that is the same family with alpha -> 1 - alpha.
 """
 from __future__ import annotations
 
+import math
 from numbers import Real
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +38,8 @@ __all__ = [
     "mixed_target",
     "LossParts",
     "distillation_loss",
+    "soft_divergence",
+    "DIVERGENCES",
     "DistillationLoss",
     "loss_gradient",
     "hard_distillation_loss",
@@ -86,27 +91,35 @@ def check_logits(x: Tensor, name: str) -> Tensor:
     return x
 
 
-def check_labels(labels: Tensor, batch: int, num_classes: int, name: str = "labels") -> Tensor:
-    """Raise unless labels is an integer tensor of shape (batch,) with values in [0, num_classes)."""
+def check_labels(labels: Tensor, batch: Union[int, Tuple[int, ...]], num_classes: int,
+                 name: str = "labels", ignore_index: Optional[int] = None) -> Tensor:
+    """Raise unless labels is an integer tensor of shape `batch` ((batch,) for an int) with values
+    in [0, num_classes), or equal to ignore_index where that is given; return it as int64."""
+    shape = (batch,) if isinstance(batch, int) else tuple(batch)
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integer class indices, got {type(labels).__name__}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer class indices (e.g. torch.int64), got dtype {labels.dtype}")
-    if labels.shape != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},) to match the logits, got {tuple(labels.shape)}")
-    if batch and (labels.min() < 0 or labels.max() >= num_classes):
+    if labels.shape != shape:
+        what = f"({shape[0]},)" if len(shape) == 1 else str(shape)
+        raise ValueError(f"{name} must have shape {what} to match the logits, got {tuple(labels.shape)}")
+    kept = labels if ignore_index is None else labels[labels != ignore_index]
+    if kept.numel() and (kept.min() < 0 or kept.max() >= num_classes):
+        also = "" if ignore_index is None else f" (or {ignore_index}, ignore_index, to leave a position out)"
         raise ValueError(
-            f"{name} must lie in [0, {num_classes - 1}], got values from "
-            f"{labels.min().item()} to {labels.max().item()}")
+            f"{name} must lie in [0, {num_classes - 1}]{also}, got values from "
+            f"{kept.min().item()} to {kept.max().item()}")
     return labels.long()
 
 
-def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
-    """Raise unless both logits are valid, 2-D (B, C) with B >= 1, and of the same shape."""
+def check_pair(student_logits: Tensor, teacher_logits: Tensor, sequences: bool = False) -> None:
+    """Raise unless both logits are valid, 2-D (B, C) with B >= 1, and of the same shape; with
+    sequences=True, (..., C) with at least two dimensions, e.g. (B, L, C)."""
     check_logits(student_logits, "student_logits")
     check_logits(teacher_logits, "teacher_logits")
-    if student_logits.ndim != 2:
-        raise ValueError(f"student_logits must have shape (B, C), got {tuple(student_logits.shape)}")
+    if student_logits.ndim != 2 and not (sequences and student_logits.ndim > 2):
+        shape = "(B, C) or (B, L, C)" if sequences else "(B, C)"
+        raise ValueError(f"student_logits must have shape {shape}, got {tuple(student_logits.shape)}")
     if len(student_logits) == 0:  # a mean over no examples is NaN
         raise ValueError(f"student_logits must hold at least one example (B >= 1), got shape "
                          f"{tuple(student_logits.shape)}: the loss of an empty batch is undefined")
@@ -183,44 +196,115 @@ class LossParts(NamedTuple):
     hard: Tensor  # CE(onehot(y), q^1), mean over the batch
 
 
+DIVERGENCES = ("forward", "reverse", "jsd")
+
+
+def check_divergence(divergence: str, beta: Optional[float]) -> Optional[float]:
+    """Raise unless divergence is one of DIVERGENCES and beta fits it; return beta as a float (0.5 by
+    default for "jsd", None for the others, which take no beta)."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {', '.join(map(repr, DIVERGENCES))}, got {divergence!r}")
+    if divergence != "jsd":
+        if beta is not None:
+            raise ValueError(f"beta goes with divergence='jsd' only, got beta={beta} with {divergence!r}")
+        return None
+    if beta is None:
+        return 0.5
+    if isinstance(beta, bool) or not isinstance(beta, Real):
+        raise TypeError(f"beta must be a real number in (0, 1), got {type(beta).__name__}")
+    if not (0.0 < beta < 1.0):  # also False for NaN
+        raise ValueError(f"beta must be in (0, 1) for divergence='jsd', got {beta}: at 0 and 1 the "
+                         f"generalised JSD is 0 for any two distributions; its limits (divided by beta, "
+                         f"by 1 - beta) are divergence='forward' and divergence='reverse'")
+    return float(beta)
+
+
+def soft_divergence(log_p: Tensor, log_q: Tensor, divergence: str = "forward",
+                    beta: Optional[float] = None) -> Tensor:
+    """A divergence between the teacher's p and the student's q at each position: log-probabilities
+    (..., C), (..., C) -> (...), a sum over the C classes.
+
+        "forward"  KL(p || q) = sum_c p_c (log p_c - log q_c)    Hinton et al.'s: q must cover every
+                                                                 class where p has mass
+        "reverse"  KL(q || p) = sum_c q_c (log q_c - log p_c)    MiniLLM's (Gu et al., 2024): q may
+                                                                 settle on one of p's modes
+        "jsd"      beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q,  0 < beta < 1
+
+    "jsd" is the generalised Jensen-Shannon divergence of GKD (Agarwal et al., 2024), beta the
+    teacher's weight in the mixture m, as in TRL's GKDTrainer since trl PR #3043 (before it, TRL mixed
+    beta * q + (1 - beta) * p: the same family with beta -> 1 - beta); beta = 0.5 is the symmetric JSD.
+    It is at most the entropy of (beta, 1 - beta), log 2 at beta = 0.5. Its limits, as trl issue #6780
+    untangled: JSD_beta / beta -> KL(p || q) as beta -> 0, and JSD_beta / (1 - beta) -> KL(q || p) as
+    beta -> 1; at beta = 0 or 1 itself it is 0 for any p and q. TRL switches to the forward (beta = 0)
+    and the reverse KL (beta = 1) there; kdlib asks for divergence="forward" or "reverse" instead.
+    """
+    beta = check_divergence(divergence, beta)
+    p, q = log_p.exp(), log_q.exp()
+    if divergence == "reverse":
+        return (q * (log_q - log_p)).sum(-1)
+    # 0 log 0 = 0: a teacher logit of -inf (a class outside a top-k table) adds nothing
+    kl = lambda a, log_a, log_b: torch.where(a > 0, a * (log_a - log_b), 0.0).sum(-1)
+    if divergence == "forward":
+        return kl(p, log_p, log_q)
+    # log m = log(beta p + (1 - beta) q), from the logs: no exp of a large number, no log of 0
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    return beta * kl(p, log_p, log_m) + (1 - beta) * kl(q, log_q, log_m)
+
+
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
                       labels: Optional[Tensor], T: float = 4.0, alpha: float = 0.9,
-                      return_parts: bool = False, check: bool = True):
+                      return_parts: bool = False, check: bool = True,
+                      divergence: str = "forward", beta: Optional[float] = None,
+                      ignore_index: int = -100):
     """Hinton et al.'s distillation loss, averaged over the batch.
 
         L = alpha * T^2 * KL(p^T || q^T) + (1 - alpha) * CE(onehot(y), q^1)
 
-    student_logits z: (B, C); teacher_logits v: (B, C), treated as constants (detached);
-    labels y: (B,) integers in [0, C), or None when alpha == 1 (soft targets only).
+    student_logits z: (B, C), or (B, L, C) for a language model (any (..., C));
+    teacher_logits v: the same shape, treated as constants (detached);
+    labels y: z's shape without C, integers in [0, C), ignore_index where a position is left out
+    of both terms (padding, a prompt); or None when alpha == 1 (soft targets only, every position).
+    Each term is a mean over the positions kept: for (B, C), over the batch.
     T^2 keeps the soft term's gradient the same size at every T (it scales as 1/T^2).
-    Returns a scalar tensor, or LossParts(total, soft, hard) with return_parts=True.
-    check=False skips the checks of the tensors (finite logits, labels in range), which
-    cost a device synchronisation each: for a training loop that validated its data once
-    (kdlib.fit does).
+    divergence: "forward" (the KL above), "reverse" or "jsd" with beta (soft_divergence);
+    the T^2 is the same for each. Returns a scalar tensor, or LossParts(total, soft, hard) with
+    return_parts=True. check=False skips the checks of the tensors (finite logits, labels in
+    range), which cost a device synchronisation each: for a training loop that validated its data
+    once (kdlib.fit does).
     """
     T, alpha = check_temperature(T), check_alpha(alpha)
+    beta = check_divergence(divergence, beta)
     if check:
-        check_pair(student_logits, teacher_logits)
-    B, C = student_logits.shape
+        check_pair(student_logits, teacher_logits, sequences=True)
+    C = student_logits.shape[-1]
     # the loss's dtype: float32 for float16/bfloat16 logits, float64 for float64 ones
     dtype = torch.promote_types(torch.result_type(student_logits, teacher_logits), torch.float32)
+    if labels is None and alpha != 1.0:
+        raise ValueError(f"labels may be None only when alpha == 1 (soft targets "
+                         f"only), got alpha={alpha}")
+    if labels is not None and check:
+        labels = check_labels(labels, student_logits.shape[:-1], C, ignore_index=ignore_index)
+        if not (labels != ignore_index).any():
+            raise ValueError(f"labels leave out every position (all are ignore_index, {ignore_index}): "
+                             f"the loss over no position is undefined")
+    keep = None if labels is None else (labels != ignore_index)  # (...,) the positions that count
 
-    # soft term: KL(p || q) = sum_i p_i (log p_i - log q_i), summed over classes,
-    # mean over the batch; in float64 (_wide), where z / T stays finite at T = 1e-6 and
-    # T^2 times the rounding of the logs stays small at T = 1e6
+    # soft term: the divergence at each position (summed over classes), mean over the positions
+    # kept; in float64 (_wide), where z / T stays finite at T = 1e-6 and T^2 times the rounding of
+    # the logs stays small at T = 1e6
     log_q = _log_softmax_t(_wide(student_logits), T)
     log_p = _log_softmax_t(_wide(teacher_logits.detach()), T)
-    soft = (T**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")).to(dtype)
+    per_position = soft_divergence(log_p, log_q, divergence, beta)
+    mean = per_position.mean() if keep is None else (
+        (per_position * keep).sum() / keep.sum().clamp_min(1))
+    soft = (T**2 * mean).to(dtype)
 
-    # hard term: ordinary cross entropy at T = 1
+    # hard term: ordinary cross entropy at T = 1, over the positions kept
     if labels is None:
-        if alpha != 1.0:
-            raise ValueError(f"labels may be None only when alpha == 1 (soft targets "
-                             f"only), got alpha={alpha}")
         hard = soft.new_zeros(())
     else:
-        y = check_labels(labels, B, C) if check else labels
-        hard = F.cross_entropy(student_logits.to(dtype), y)
+        hard = F.cross_entropy(student_logits.reshape(-1, C).to(dtype), labels.reshape(-1),
+                               ignore_index=ignore_index)
 
     total = alpha * soft + (1 - alpha) * hard
     return LossParts(total, soft, hard) if return_parts else total
@@ -233,15 +317,20 @@ class DistillationLoss(nn.Module):
     >>> loss = criterion(student(x), teacher_logits, y)   # (B, C), (B, C), (B,) -> scalar
     """
 
-    def __init__(self, T: float = 4.0, alpha: float = 0.9):
+    def __init__(self, T: float = 4.0, alpha: float = 0.9, divergence: str = "forward",
+                 beta: Optional[float] = None, ignore_index: int = -100):
         super().__init__()
         self.T, self.alpha = check_temperature(T), check_alpha(alpha)
+        self.divergence, self.beta = divergence, check_divergence(divergence, beta)
+        self.ignore_index = ignore_index
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Optional[Tensor]) -> Tensor:
-        return distillation_loss(student_logits, teacher_logits, labels, T=self.T, alpha=self.alpha)
+        return distillation_loss(student_logits, teacher_logits, labels, T=self.T, alpha=self.alpha,
+                                 divergence=self.divergence, beta=self.beta, ignore_index=self.ignore_index)
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, alpha={self.alpha}"
+        extra = "" if self.divergence == "forward" else f", divergence={self.divergence!r}"
+        return f"T={self.T}, alpha={self.alpha}" + extra + ("" if self.beta is None else f", beta={self.beta}")
 
 
 def loss_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
@@ -264,17 +353,20 @@ def loss_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
 
 
 def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
-                           alpha: float = 0.5, check: bool = True) -> Tensor:
+                           alpha: float = 0.5, check: bool = True,
+                           ignore_index: int = -100) -> Tensor:
     """DeiT's hard-label distillation: cross entropy on the teacher's arg-max.
 
         L = alpha * CE(onehot(argmax v), q^1) + (1 - alpha) * CE(onehot(y), q^1)
 
     Shapes: (B, C), (B, C), (B,) -> scalar. DeiT uses alpha = 0.5. check: as in distillation_loss.
+    A label equal to ignore_index leaves its example out of both terms.
     """
     alpha = check_alpha(alpha)
     if check:
         check_pair(student_logits, teacher_logits)
-        labels = check_labels(labels, *student_logits.shape)
+        labels = check_labels(labels, *student_logits.shape, ignore_index=ignore_index)
     teacher_labels = teacher_logits.detach().argmax(dim=-1)
-    return (alpha * F.cross_entropy(student_logits, teacher_labels)
-            + (1 - alpha) * F.cross_entropy(student_logits, labels))
+    teacher_labels = teacher_labels.masked_fill(labels == ignore_index, ignore_index)
+    return (alpha * F.cross_entropy(student_logits, teacher_labels, ignore_index=ignore_index)
+            + (1 - alpha) * F.cross_entropy(student_logits, labels, ignore_index=ignore_index))

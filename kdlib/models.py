@@ -10,7 +10,10 @@
         cifar_resnet18   CIFAR-style ResNet-18                 11,173,962 parameters
         vit_tiny_cifar   small Vision Transformer, 4x4 patches  1,806,538 parameters
 
-Every model returns logits z of shape (B, C); softmax and temperature live in
+    Text (input (B, L) bytes, logits (B, L, 256) for the next byte)
+        byte_transformer decoder-only transformer, 4 x 128        875,520 parameters
+
+Every classifier returns logits z of shape (B, C), the language model (B, L, C); softmax and temperature live in
 ``kdlib.losses``. Build one by name with ``make_model("hinton_teacher")``.
 """
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "cifar_resnet18",
     "VisionTransformer",
     "vit_tiny_cifar",
+    "ByteTransformer",
+    "byte_transformer",
     "count_params",
     "MODELS",
     "make_model",
@@ -252,6 +257,25 @@ def cifar_resnet18(num_classes: int = 10) -> nn.Module:
 
 
 # -------------------------------------------------------------- Vision Transformer
+def pre_norm_encoder(dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> nn.TransformerEncoder:
+    """depth pre-norm transformer layers of width dim (each sub-layer normalises its input, which keeps
+    training stable): (B, N, dim) -> (B, N, dim). A ValueError names a setting out of range."""
+    dim = check_positive_int(dim, "dim")
+    check_positive_int(depth, "depth")
+    heads = check_positive_int(heads, "heads")
+    if dim % heads:
+        raise ValueError(f"dim must be divisible by heads={heads} (each head gets dim/heads "
+                         f"channels), got dim={dim}")
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, Real) or not (
+            math.isfinite(mlp_ratio) and mlp_ratio > 0):
+        raise ValueError(f"mlp_ratio must be a finite number > 0, got {mlp_ratio}")
+    layer = nn.TransformerEncoderLayer(
+        d_model=dim, nhead=heads, dim_feedforward=max(1, round(dim * mlp_ratio)),
+        dropout=check_dropout(dropout, "dropout"), activation="gelu", batch_first=True, norm_first=True)
+    # nested tensors only help with padding masks, and warn with norm_first=True
+    return nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
+
+
 class VisionTransformer(nn.Module):
     """A small ViT (Dosovitskiy et al. 2021) for images that are not resized.
 
@@ -273,16 +297,6 @@ class VisionTransformer(nn.Module):
                              f"(one of {[d for d in range(1, image_size + 1) if image_size % d == 0]}), "
                              f"got {patch_size}")
         check_positive_int(num_classes, "num_classes")
-        dim = check_positive_int(dim, "dim")
-        check_positive_int(depth, "depth")
-        heads = check_positive_int(heads, "heads")
-        if dim % heads:
-            raise ValueError(f"dim must be divisible by heads={heads} (each head gets dim/heads "
-                             f"channels), got dim={dim}")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, Real) or not (
-                math.isfinite(mlp_ratio) and mlp_ratio > 0):
-            raise ValueError(f"mlp_ratio must be a finite number > 0, got {mlp_ratio}")
-        dropout = check_dropout(dropout, "dropout")
         num_patches = (image_size // patch_size) ** 2
 
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
@@ -291,11 +305,7 @@ class VisionTransformer(nn.Module):
         # small random starts, as in ViT/DeiT; zeros would give every position the same code
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model=dim, nhead=heads, dim_feedforward=max(1, round(dim * mlp_ratio)),
-            dropout=dropout, activation="gelu", batch_first=True, norm_first=True)
-        # nested tensors only help with padding masks, and warn with norm_first=True
-        self.encoder = nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
+        self.encoder = pre_norm_encoder(dim, depth, heads, mlp_ratio, dropout)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
@@ -316,6 +326,48 @@ def vit_tiny_cifar(num_classes: int = 10, patch_size: int = 4, dim: int = 192, d
     divisible by ``heads``. The DeiT chapter distils a CNN into this model.
     """
     return VisionTransformer(32, patch_size, num_classes, dim, depth, heads, mlp_ratio, dropout)
+
+
+class ByteTransformer(nn.Module):
+    """A decoder-only transformer over bytes: a GPT (Radford et al., 2018) in miniature.
+
+    x: (B, L) int64 bytes in [0, vocab), L <= context
+      -> byte embedding + learned position embedding      (B, L, dim)
+      -> depth pre-norm layers, causal self-attention      (B, L, dim): position t sees 0..t only
+      -> LayerNorm, Linear                                 logits (B, L, vocab): the next byte's
+    """
+
+    def __init__(self, vocab: int = 256, context: int = 128, dim: int = 128, depth: int = 4,
+                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        vocab = check_positive_int(vocab, "vocab")
+        self.context = check_positive_int(context, "context")
+        self.embed = nn.Embedding(vocab, check_positive_int(dim, "dim"))
+        self.pos_embed = nn.Parameter(torch.zeros(1, context, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = pre_norm_encoder(dim, depth, heads, mlp_ratio, dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 2 or not 1 <= x.shape[1] <= self.context:
+            raise ValueError(f"x must have shape (B, L) with 1 <= L <= context={self.context}, "
+                             f"got {tuple(x.shape)}")
+        L = x.shape[1]
+        h = self.embed(x) + self.pos_embed[:, :L]                              # (B, L, dim)
+        causal = nn.Transformer.generate_square_subsequent_mask(L, device=x.device, dtype=h.dtype)
+        h = self.blocks(h, mask=causal, is_causal=True)  # -inf above the diagonal: no peeking ahead
+        return self.head(self.norm(h))                                         # (B, L, vocab)
+
+
+def byte_transformer(dim: int = 128, depth: int = 4, heads: int = 4, context: int = 128,
+                     vocab: int = 256) -> nn.Module:
+    """A ByteTransformer: the language-model chapter's teacher with the defaults (4 layers of width
+    128, 875,520 parameters); its student has width 64 (241,280 parameters, 28%).
+
+    x: (B, L) bytes -> logits (B, L, vocab) for the next byte at each position.
+    """
+    return ByteTransformer(vocab, context, dim, depth, heads)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -421,6 +473,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cifar_small_cnn": cifar_small_cnn,
     "cifar_resnet18": cifar_resnet18,
     "vit_tiny_cifar": vit_tiny_cifar,
+    "byte_transformer": byte_transformer,
 }
 
 

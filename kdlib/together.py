@@ -49,8 +49,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 __all__ = ["Stack", "check_together", "SHARED_SETTINGS"]
 
 # FitConfig fields that may differ between models trained together; all others must be equal
-PER_MODEL = ("seed", "T", "alpha", "hard_distillation", "eval_each_epoch")
-SHARED_SETTINGS = "every setting but seed, T, alpha, hard_distillation and eval_each_epoch"
+PER_MODEL = ("seed", "T", "alpha", "hard_distillation", "divergence", "beta", "eval_each_epoch")
+SHARED_SETTINGS = "every setting but seed, T, alpha, hard_distillation, divergence, beta and eval_each_epoch"
 
 
 def check_together(models: Sequence[nn.Module], cfgs: Sequence) -> None:
@@ -58,7 +58,7 @@ def check_together(models: Sequence[nn.Module], cfgs: Sequence) -> None:
 
     One model per config; distinct objects of one class with the same settings and parameter
     shapes, on one device; no batch norm, no dropout with p > 0, no augmentation; the configs equal
-    in every field but seed, T, alpha, hard_distillation and eval_each_epoch (one optimizer steps
+    in every field but PER_MODEL's, each model's seed, T, alpha, loss and eval_each_epoch (one optimizer steps
     them all)."""
     if len(models) == 0:
         raise ValueError("model must be a model or a non-empty list of models, got an empty list")

@@ -31,11 +31,14 @@ from . import distributed
 from .cache import cache_dir, discard, temporary_name, unwritable
 from .data import Data, augment_crop_flip, batch_indices
 from .keys import fingerprint, module_content
-from .losses import check_alpha, check_labels, check_temperature, distillation_loss, hard_distillation_loss
+from .losses import (check_alpha, check_divergence, check_labels, check_temperature, distillation_loss,
+                     hard_distillation_loss)
+
+IGNORE_INDEX = -100  # a label that leaves its position out of the loss and the scores (torch's convention)
 from .models import device_of, eval_mode
 from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
-from .teacher import Indexed, frozen_forward, logit_table, teacher_logits
+from .teacher import Indexed, TopKLogits, frozen_forward, logit_table, teacher_logits
 from .together import Stack, check_together
 
 __all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load", "train_or_load_many",
@@ -58,6 +61,9 @@ class FitConfig:
     T: float = 4.0                  # distillation only
     alpha: float = 0.9              # weight of the soft term; distillation only
     hard_distillation: bool = False  # DeiT's variant: cross entropy on the teacher's arg-max
+    divergence: str = "forward"     # the soft term: "forward" KL, "reverse" KL or "jsd" (kdlib.losses)
+    beta: Optional[float] = None    # "jsd" only: the teacher's weight in the mixture (default 0.5)
+    top_k: Optional[int] = None     # keep only the teacher's k largest logits per position (TopKLogits)
     augment: bool = False           # random crop + flip on the device (CIFAR)
     eval_each_epoch: bool = True    # test accuracy after every epoch (else only at the end)
     precision: str = "auto"         # "fp32", "bf16", "fp16" or "auto" (see resolve_precision)
@@ -80,6 +86,16 @@ class FitConfig:
         check_precision(self.precision)
         check_temperature(self.T)
         check_alpha(self.alpha)
+        check_divergence(self.divergence, self.beta)
+        if self.top_k is not None:
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+                raise ValueError(f"top_k must be None (every logit) or an integer >= 1, got {self.top_k!r}")
+            if self.divergence == "reverse":
+                raise ValueError("top_k goes with divergence='forward' or 'jsd': KL(q || p) is infinite "
+                                 "where the student puts mass outside the teacher's top k")
+            if self.augment:
+                raise ValueError("top_k keeps a table of the teacher's logits on fixed inputs; with "
+                                 "augment=True the teacher runs on every batch: leave top_k None")
 
 
 @dataclass
@@ -131,27 +147,28 @@ def unpack(batch, name: str = "data") -> Tuple[Tensor, Tensor, Optional[Tensor]]
 
 @torch.no_grad()
 def _test_sums(model: nn.Module, batches: Batches, precision: str) -> Tensor:
-    """(errors, summed cross entropy, examples) of model on the batches, as one float64 tensor (3,);
-    (3, N) for a Stack of N models, a column per model."""
+    """(errors, summed cross entropy, positions) of model on the batches, as one float64 tensor (3,);
+    (3, N) for a Stack of N models, a column per model. A position is an example (y (B,)) or one of
+    a sequence's L tokens (y (B, L)); labels equal to IGNORE_INDEX are not counted."""
     device = device_of(model)
+    stacked = isinstance(model, Stack)
     sums: Optional[Tensor] = None
     with eval_mode(model), autocast(device, precision):
         for batch in batches:
             x, y, _ = unpack(batch, "the test set")
             x, y = x.to(device), y.to(device)
-            logits = model(x).float()  # (B, C); (N, B, C) for N models at once (a kdlib.together.Stack)
-            if logits.ndim == 3:  # one column of sums per model
-                wrong = (logits.argmax(-1) != y).sum(-1).double()
-                ce = F.cross_entropy(logits.transpose(1, 2), y.expand(len(logits), -1), reduction="none")
-                part = torch.stack([wrong, ce.sum(-1).double(), torch.full_like(wrong, len(y))])
-            else:
-                part = torch.stack([(logits.argmax(1) != y).sum().double(),
-                                    F.cross_entropy(logits, y, reduction="sum").double(),
-                                    torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+            logits = model(x).float()  # (B, [L,] C); (N, B, [L,] C) for N models (a kdlib.together.Stack)
+            logits = logits if stacked else logits[None]  # one model: a stack of one
+            flat = logits.reshape(len(logits), -1, logits.shape[-1])  # (N, positions, C)
+            labels = y.reshape(1, -1).expand(len(flat), -1)            # (N, positions)
+            keep = labels != IGNORE_INDEX
+            wrong = ((flat.argmax(-1) != labels) & keep).sum(1)
+            ce = F.cross_entropy(flat.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+            part = torch.stack([wrong.double(), ce.sum(1).double(), keep.sum(1).double()])
             sums = part if sums is None else sums + part
     if sums is None:
         raise ValueError("the test set must hold at least one example, got none")
-    return sums
+    return sums if stacked else sums[:, 0]
 
 
 def _score(sums: Tensor) -> Union[Score, List[Score]]:
@@ -182,37 +199,45 @@ def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def check_batch(x: Tensor, y: Tensor, num_classes: int, name: str) -> None:
-    """The labels y (B,), called `name` in errors, are int64 in [0, num_classes), one per input of x (B, ...),
-    and the inputs are finite (a NaN input would make every weight NaN within a step)."""
+def check_batch(x: Tensor, y: Tensor, num_classes: int, name: str, positions: Tuple[int, ...] = ()) -> None:
+    """The labels y, called `name` in errors, are int64 in [0, num_classes), one per input of x (B, ...),
+    of shape (B, *positions): (B,) for classifiers, (B, L) for a language model's L next tokens, where
+    IGNORE_INDEX leaves a position out. The inputs are finite (a NaN input would make every weight NaN
+    within a step)."""
     if len(x) != len(y) or y.dtype != torch.int64:
         raise ValueError(f"{name} must hold one int64 label per training image, got {len(x)} images "
                          f"and labels {tuple(y.shape)} of dtype {y.dtype}")
-    check_labels(y, len(y), num_classes, name=name)
+    check_labels(y, (len(y), *positions), num_classes, name=name,
+                 ignore_index=IGNORE_INDEX if positions else None)
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise ValueError(f"the inputs that go with {name} hold NaN or inf at {int((~torch.isfinite(x)).sum())} "
                          f"places: clean the data (kdlib trains on finite inputs only)")
 
 
 def check_fit_inputs(model: nn.Module, x: Tensor, y: Tensor, num_classes: Optional[int],
-                     teacher: Optional[nn.Module], name: str = "data.y_train") -> int:
-    """Check the labels y (B,), called `name` in errors, and the inputs x (see check_batch), and that model
-    and teacher give one logit per class on x; return that number of classes C."""
+                     teacher: Optional[nn.Module], name: str = "data.y_train") -> Tuple[int, Tuple[int, ...]]:
+    """Check the labels y (B,) or (B, L), called `name` in errors, and the inputs x (see check_batch), and
+    that model and teacher give logits of the same shape on x, one per class; return (C, positions), the
+    number of classes and the label shape after the batch dimension (() or (L,))."""
     if len(x) != len(y):
         check_batch(x, y, 1, name)  # says what is wrong
     # two examples, not one: a batch norm without running statistics needs two values per channel
     probe = x[:2].to(device_of(model))
     with torch.no_grad(), eval_mode(model):
-        C = model(probe).shape[-1]
+        shape = model(probe).shape  # (2, C), or (2, L, C) for sequences
+    C, positions = shape[-1], tuple(shape[1:-1])
     if num_classes is not None and C != num_classes:
         raise ValueError(f"model gives {C} logits but the data has {num_classes} classes")
-    check_batch(x, y, C, name)
+    check_batch(x, y, C, name, positions)
     if teacher is not None:
-        Ct = frozen_forward(teacher, probe.to(device_of(teacher))).shape[-1]
-        if Ct != C:
-            raise ValueError(f"teacher gives {Ct} logits but the student gives {C}: "
+        t_shape = frozen_forward(teacher, probe.to(device_of(teacher))).shape
+        if t_shape[-1] != C:
+            raise ValueError(f"teacher gives {t_shape[-1]} logits but the student gives {C}: "
                              f"teacher and student must share the classes")
-    return C
+        if t_shape != shape:
+            raise ValueError(f"teacher gives logits of shape {tuple(t_shape)} for two inputs, the student "
+                             f"{tuple(shape)}: they must give one logit vector per position alike")
+    return C, positions
 
 
 def has_batch_norm(model: nn.Module) -> bool:
@@ -252,9 +277,11 @@ def loader_batches(loader: Batches, epoch: int, device: torch.device,
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), idx, 1.0
 
 
-def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str) -> Optional[Tensor]:
+def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
+                 top_k: Optional[int] = None) -> Union[Tensor, TopKLogits, None]:
     """The teacher's logits (N, C) for every training input, read by index during training, or None
-    when the data offers no index (then the teacher runs on every batch).
+    when the data offers no index (then the teacher runs on every batch). top_k: only the k largest
+    at each position, a TopKLogits that reads like the full table (a Data only).
 
     A Data: teacher_logits, in memory (on several processes each computes its strided share).
     A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache, read
@@ -262,7 +289,10 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str)
     """
     if isinstance(data, Data):
         n = len(data.y_train)
-        return distributed.gather_rows(teacher_logits(teacher, distributed.shard(data.x_train), precision=precision), n)
+        full = distributed.gather_rows(teacher_logits(teacher, distributed.shard(data.x_train), precision=precision), n)
+        return full if top_k is None else TopKLogits.from_logits(full, min(top_k, full.shape[-1]))
+    if top_k is not None:
+        raise ValueError("top_k keeps the teacher's logits of a kdlib Data; for a DataLoader leave it None")
     dataset = getattr(data, "dataset", None)
     if isinstance(dataset, Indexed):
         return logit_table(teacher, dataset, batch_size=max(getattr(data, "batch_size", None) or 1, 256),
@@ -327,7 +357,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     DistributedSampler. Only rank 0 shows progress.
 
     Several models at once: model a list of N models of one architecture, cfg a list of N configs
-    (each model's seed, T, alpha and hard_distillation; every other setting shared), teacher one
+    (each model's seed, T, alpha and loss settings; every other setting shared), teacher one
     teacher for all or a list of N (None: that model learns from the labels alone), data a Data.
     They train in one pass (kdlib.together.Stack: stacked weights, one vmap), each as it would
     alone: its own batch order, T, alpha and teacher, up to float rounding. Returns N Histories,
@@ -393,14 +423,14 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     quiet = not progress or os.environ.get("TQDM_DISABLE", "0") not in ("", "0") or not distributed.is_main()
     bar = tqdm(total=steps, desc=desc or "train", disable=quiet, leave=False)
     start = time.perf_counter()
-    classes = data.num_classes if in_memory else None
+    labels: Optional[Tuple[int, Tuple[int, ...]]] = None  # (classes, positions) once a batch is checked
 
     def check(x: Tensor, y: Tensor) -> None:  # each batch of a DataLoader; the first also against the model
-        nonlocal classes
-        if classes is None:
-            classes = check_fit_inputs(model, x, y, None, teacher, name="the labels of data's first batch")
+        nonlocal labels
+        if labels is None:
+            labels = check_fit_inputs(model, x, y, None, teacher, name="the labels of data's first batch")
         else:
-            check_batch(x, y, classes, name="the labels of a batch of data")
+            check_batch(x, y, labels[0], "the labels of a batch of data", labels[1])
 
     def batches(epoch: int) -> Iterator[tuple]:  # the one difference between tensors and a DataLoader
         if together:  # each model its own batch order: (N, B, ...) inputs, (N, B) labels and indices
@@ -416,7 +446,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
 
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = not cfg.augment
-    tables = {id(t): fixed_logits(t, data, precision) for t in teachers if t is not None and fixed}
+    tables = {id(t): fixed_logits(t, data, precision, cfg.top_k) for t in teachers if t is not None and fixed}
     cached = [None if t is None else tables.get(id(t)) for t in teachers]
     net.train()
     for epoch in range(epochs):
@@ -444,14 +474,15 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
                 sched.step()
             # keep the numbers on the device; one transfer per epoch, not one per step
             losses.append(loss.detach())
-            correct.append((z.argmax(-1) == y).sum(-1))
-            sizes.append(y.shape[-1])
+            right, counted = hits(z, y, stacked=together)
+            correct.append(right)
+            sizes.append(counted)
             bar.update()
         try:
             for i, hist in enumerate(hists):
                 params = net.weights_of(i) if together else list(model.parameters())
                 column = (lambda ts: [t[i] for t in ts]) if together else (lambda ts: ts)
-                end_of_epoch(hist, column(losses), column(correct), sizes, epoch, cfg.lr, params,
+                end_of_epoch(hist, column(losses), column(correct), column(sizes), epoch, cfg.lr, params,
                              f"model[{i}] (seed {cfgs[i].seed}) " if together else "")
         except RuntimeError:
             for m, state in zip(models, before):
@@ -477,26 +508,39 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     return hists if together else hists[0]
 
 
+def hits(z: Tensor, y: Tensor, stacked: bool = False) -> Tuple[Tensor, Tensor]:
+    """(right answers, positions counted) in a batch, on the device: logits z (B, C) or (B, L, C), labels
+    y (B,) or (B, L), positions labelled IGNORE_INDEX not counted; two scalars, or (N,) and (N,) with
+    stacked=True for N models' z (N, B, [L,] C) and y (N, B, [L])."""
+    keep = y != IGNORE_INDEX
+    dims = tuple(range(1 if stacked else 0, y.ndim))
+    return ((z.argmax(-1) == y) & keep).sum(dims), keep.sum(dims)
+
+
 def batch_loss(z: Tensor, y: Tensor, v: Optional[Tensor], cfg: FitConfig,
                loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None) -> Tensor:
-    """One model's loss on one batch: logits z (B, C), labels y (B,), the teacher's logits v (B, C) or
-    None (the labels alone); cross entropy, or loss_fn, hard or soft distillation (see fit)."""
-    if v is None:
-        return F.cross_entropy(z.float(), y)
-    if loss_fn is not None:
+    """One model's loss on one batch: logits z (B, C) or (B, L, C), labels y (B,) or (B, L), the
+    teacher's logits v, z's shape, or None (the labels alone); cross entropy, or loss_fn, hard or soft
+    distillation (see fit). Every term is a mean over the positions whose label is not IGNORE_INDEX."""
+    if v is not None and loss_fn is not None:
         return loss_fn(z.float(), v, y)
+    z, y = z.float().flatten(0, -2), y.flatten()  # (positions, C), (positions,)
+    if v is None:
+        return F.cross_entropy(z, y, ignore_index=IGNORE_INDEX)
+    v = v.flatten(0, -2)
     if cfg.hard_distillation:
-        return hard_distillation_loss(z.float(), v, y, cfg.alpha, check=False)
-    return distillation_loss(z.float(), v, y, cfg.T, cfg.alpha, check=False)
+        return hard_distillation_loss(z, v, y, cfg.alpha, check=False, ignore_index=IGNORE_INDEX)
+    return distillation_loss(z, v, y, cfg.T, cfg.alpha, check=False, divergence=cfg.divergence, beta=cfg.beta,
+                             ignore_index=IGNORE_INDEX)
 
 
-def end_of_epoch(hist: History, losses: List[Tensor], correct: List[Tensor], sizes: List[int], epoch: int,
+def end_of_epoch(hist: History, losses: List[Tensor], correct: List[Tensor], sizes: List[Tensor], epoch: int,
                  lr: float, params: List[Tensor], which: str = "") -> None:
     """Record an epoch's per-step losses and accuracies in hist, over all processes (one all-reduce);
     a RuntimeError when the loss or the model's weights (params) are no longer finite."""
     if not losses:
         raise ValueError(f"data gave no batch in epoch {epoch + 1}")
-    n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+    n = torch.stack(sizes).float()
     # per step: summed loss, correct answers and examples, summed over the processes
     loss_sum, right, n = distributed.all_sum(torch.stack([torch.stack(losses).float() * n,
                                                           torch.stack(correct).float(), n]))

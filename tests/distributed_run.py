@@ -4,6 +4,7 @@
     python distributed_run.py OUT loader     a DataLoader over kd.Indexed with a DistributedSampler
     python distributed_run.py OUT plain-test the same, scored on a plain test DataLoader (no sampler)
     python distributed_run.py OUT batchnorm  a Data in memory, a student with batch norm
+    python distributed_run.py OUT sequences  byte windows (N, 8) in memory, small language models
 
 Writes OUT/weights.pt (rank 0 only, as a user's script would), OUT/seen-<rank>.json: the indices
 of the samples this process trained on, in order, and OUT/run-<rank>.json: the test errors fit
@@ -34,6 +35,18 @@ def blobs() -> kd.Data:
     return kd.Data("blobs", x[:N], y[:N], x[N:], y[N:], ["a", "b", "c"], "distributed_run.py")
 
 
+def byte_windows() -> kd.Data:
+    """N windows of 8 bytes of a fixed text, and 30 more to score on."""
+    text = b"".join(b"def f%d(x):\n    return x * %d\n" % (i, i * i) for i in range(60))
+    x, y = kd.text.to_sequences(text, 8, n=N + 30, seed=0)
+    return kd.Data("bytes", x[:N], y[:N], x[N:], y[N:], [str(b) for b in range(256)], "distributed_run.py")
+
+
+def byte_model(seed: int, dim: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return kd.models.byte_transformer(dim=dim, depth=1, heads=2, context=8)
+
+
 def mlp(seed: int, batch_norm: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(D, 16), nn.BatchNorm1d(16) if batch_norm else nn.Identity(), nn.ReLU(),
@@ -43,13 +56,18 @@ def mlp(seed: int, batch_norm: bool = False) -> nn.Module:
 def main(out: Path, source: str) -> None:
     if "RANK" in os.environ:  # started by torchrun
         dist.init_process_group("gloo")
-    data, teacher = blobs(), mlp(seed=7)
-    with torch.no_grad():
-        teacher[0].weight[:, 0] = 0  # the index feature means nothing to the teacher
+    if source == "sequences":
+        data, teacher = byte_windows(), byte_model(seed=7, dim=16)
+    else:
+        data, teacher = blobs(), mlp(seed=7)
+        with torch.no_grad():
+            teacher[0].weight[:, 0] = 0  # the index feature means nothing to the teacher
     cfg = kd.FitConfig(epochs=EPOCHS, batch_size=BATCH, lr=0.05, T=3.0, alpha=0.7, seed=3)
     seen = []  # the indices of the samples trained on, in order
 
     def make() -> nn.Module:
+        if source == "sequences":  # no index feature to record: only the weights are compared
+            return byte_model(seed=1, dim=8)
         student = mlp(seed=1, batch_norm=source == "batchnorm")
         student.register_forward_pre_hook(lambda m, args: seen.extend(args[0][:, 0].long().tolist())
                                           if m.training else None)

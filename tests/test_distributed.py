@@ -64,6 +64,17 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(tmp_p
     assert not list((tmp_path / "two" / "cache" / "checkpoints").glob("*.tmp"))
 
 
+def test_two_processes_distil_a_language_model_as_one_does(tmp_path):
+    run(tmp_path / "one", 1, source="sequences")
+    run(tmp_path / "two", 2, source="sequences")
+    a = torch.load(tmp_path / "one" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "weights.pt", weights_only=True)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "two" / "run-0.json").read_text())["test_errors"] == \
+        json.loads((tmp_path / "one" / "run-0.json").read_text())["test_errors"]
+
+
 def test_two_processes_from_a_dataloader_share_one_table_of_teacher_logits(tmp_path):
     run(tmp_path / "two", 2, source="loader")
     tables = list((tmp_path / "two" / "cache" / "teacher-logits").glob("*.f32"))

@@ -372,3 +372,175 @@ def test_the_ends_of_the_range_are_accepted():
     for T in (1e-6, 1e6):
         assert kd.losses.check_temperature(T) == T
         assert torch.isfinite(kd.distillation_loss(z, v, y, T=T))
+
+
+# ------------------------------------------- sequences, ignored positions, divergences
+def by_hand(z, v, y, T, alpha, divergence="forward", beta=None, ignore_index=-100):
+    """The loss from its definition, position by position, in float64 numpy-free Python floats:
+    an independent computation (no kdlib, no torch softmax or KL)."""
+    rows_z, rows_v = z.reshape(-1, z.shape[-1]).tolist(), v.reshape(-1, v.shape[-1]).tolist()
+    rows_y = [None] * len(rows_z) if y is None else y.reshape(-1).tolist()
+
+    def softmax(row, t):
+        top = max(row)
+        e = [math.exp((r - top) / t) for r in row]
+        return [x / sum(e) for x in e]
+
+    def kl(a, b):
+        return sum(ai * math.log(ai / bi) for ai, bi in zip(a, b) if ai > 0)
+
+    soft, hard = [], []
+    for zr, vr, yr in zip(rows_z, rows_v, rows_y):
+        if yr == ignore_index:
+            continue
+        p, q = softmax(vr, T), softmax(zr, T)
+        if divergence == "forward":
+            d = kl(p, q)
+        elif divergence == "reverse":
+            d = kl(q, p)
+        else:
+            m = [beta * pi + (1 - beta) * qi for pi, qi in zip(p, q)]
+            d = beta * kl(p, m) + (1 - beta) * kl(q, m)
+        soft.append(T * T * d)
+        if yr is not None:
+            hard.append(-math.log(softmax(zr, 1.0)[yr]))
+    s = sum(soft) / len(soft)
+    h = sum(hard) / len(hard) if hard else 0.0
+    return alpha * s + (1 - alpha) * h
+
+
+def sequences(B=3, L=5, C=7, seed=0, scale=3.0, ignored=4):
+    g = torch.Generator().manual_seed(seed)
+    z = scale * torch.randn(B, L, C, generator=g, dtype=F64)
+    v = scale * torch.randn(B, L, C, generator=g, dtype=F64)
+    y = torch.randint(0, C, (B, L), generator=g)
+    y.view(-1)[torch.randperm(B * L, generator=g)[:ignored]] = -100  # padding / prompt positions
+    return z, v, y
+
+
+@pytest.mark.parametrize("divergence,beta", [("forward", None), ("reverse", None), ("jsd", 0.5),
+                                             ("jsd", 0.1), ("jsd", 0.9)])
+@pytest.mark.parametrize("T,alpha", [(1.0, 0.5), (4.0, 0.9), (0.5, 0.3)])
+def test_each_divergence_matches_its_definition_on_sequences_with_ignored_positions(divergence, beta, T, alpha):
+    z, v, y = sequences()
+    got = kd.distillation_loss(z, v, y, T=T, alpha=alpha, divergence=divergence, beta=beta)
+    assert got.item() == pytest.approx(by_hand(z, v, y, T, alpha, divergence, beta), rel=1e-12)
+
+
+def test_sequence_logits_give_the_loss_of_the_same_positions_as_a_batch():
+    z, v, y = sequences(ignored=0)
+    flat = kd.distillation_loss(z.reshape(-1, 7), v.reshape(-1, 7), y.reshape(-1), T=3.0, alpha=0.7)
+    torch.testing.assert_close(kd.distillation_loss(z, v, y, T=3.0, alpha=0.7), flat)
+
+
+def test_ignored_positions_change_neither_term_whatever_their_logits():
+    z, v, y = sequences(ignored=5)
+    parts = kd.distillation_loss(z, v, y, T=2.0, alpha=0.6, return_parts=True)
+    z2, v2 = z.clone(), v.clone()
+    z2[y == -100], v2[y == -100] = 1e4, -1e4  # anything at the ignored positions
+    again = kd.distillation_loss(z2, v2, y, T=2.0, alpha=0.6, return_parts=True)
+    for a, b in zip(parts, again):
+        torch.testing.assert_close(a, b)
+    kept = y != -100
+    direct = kd.distillation_loss(z[kept], v[kept], y[kept], T=2.0, alpha=0.6, return_parts=True)
+    for a, b in zip(parts, direct):
+        torch.testing.assert_close(a, b)
+    z.requires_grad_(True)
+    kd.distillation_loss(z, v, y, T=2.0, alpha=0.6).backward()
+    assert (z.grad[~kept] == 0).all() and (z.grad[kept] != 0).any()
+
+
+def test_a_batch_of_classifier_logits_keeps_its_batch_mean():
+    z, v, y = batch(B=6, C=10)
+    log_q, log_p = F.log_softmax(z / 4.0, 1), F.log_softmax(v / 4.0, 1)
+    expected = 0.9 * 16 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean") \
+        + 0.1 * F.cross_entropy(z, y)
+    torch.testing.assert_close(kd.distillation_loss(z, v, y, T=4.0, alpha=0.9), expected)
+
+
+def test_jsd_tends_to_forward_kl_over_beta_and_to_reverse_kl_over_one_minus_beta():
+    z, v, _ = batch(B=5, C=6)
+    log_q, log_p = F.log_softmax(z, 1), F.log_softmax(v, 1)
+    forward = kd.soft_divergence(log_p, log_q, "forward")
+    reverse = kd.soft_divergence(log_p, log_q, "reverse")
+    for limit, beta_at, exact in (("forward", lambda e: e, forward), ("reverse", lambda e: 1 - e, reverse)):
+        gaps = [((kd.soft_divergence(log_p, log_q, "jsd", beta_at(eps)) / eps - exact) / exact).abs().max().item()
+                for eps in (1e-4, 1e-6, 1e-8)]
+        # the relative gap shrinks with eps (towards 100x a step), under 1e-3 at eps = 1e-8
+        assert all(b < a / 5 for a, b in zip(gaps, gaps[1:])) and gaps[-1] < 1e-3, (limit, gaps)
+    assert (forward != reverse).all()  # the two limits are two different divergences
+
+
+@pytest.mark.parametrize("beta", [0.01, 0.3, 0.5, 0.9])
+def test_jsd_is_at_most_the_entropy_of_beta_even_for_disjoint_distributions(beta):
+    v = torch.tensor([[50.0, -50, -50], [0, 0, 0]], dtype=F64)
+    z = torch.tensor([[-50.0, 50, -50], [3, -1, 0]], dtype=F64)
+    d = kd.soft_divergence(F.log_softmax(v, 1), F.log_softmax(z, 1), "jsd", beta)
+    entropy = -(beta * math.log(beta) + (1 - beta) * math.log(1 - beta))
+    assert (d >= 0).all() and (d <= entropy + 1e-12).all()
+    assert d[0].item() == pytest.approx(entropy, rel=1e-9)  # disjoint supports reach the bound
+
+
+@pytest.mark.parametrize("divergence", kd.losses.DIVERGENCES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_each_divergence_and_its_gradient_stay_finite_at_extreme_logits_and_temperatures(divergence, dtype):
+    big = 6e4 if dtype == torch.float16 else 1e4
+    z = torch.tensor([[big, -big, 0.0], [0.0, 0.0, 0.0]], dtype=dtype, requires_grad=True)
+    v = torch.tensor([[-big, big, 0.0], [big, 0.0, -big]], dtype=dtype)
+    y = torch.tensor([0, 2])
+    for T in (1e-6, 1.0, 1e6):
+        loss = kd.distillation_loss(z, v, y, T=T, alpha=0.5, divergence=divergence)
+        grad, = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all(), (divergence, T)
+
+
+@pytest.mark.parametrize("divergence,beta", [("forward", None), ("reverse", None), ("jsd", 0.5)])
+def test_T_squared_keeps_each_divergences_gradient_the_same_size_at_high_T(divergence, beta):
+    z, v, y = batch(B=8, C=10)
+    norms = []
+    for T in (50.0, 500.0):
+        zz = z.clone().requires_grad_(True)
+        kd.distillation_loss(zz, v, None, T=T, alpha=1.0, divergence=divergence, beta=beta).backward()
+        norms.append(zz.grad.norm().item())
+    assert norms[1] == pytest.approx(norms[0], rel=0.02)
+
+
+def test_a_wrong_divergence_or_beta_is_refused_with_the_allowed_values():
+    z, v, y = batch()
+    with pytest.raises(ValueError, match="'forward', 'reverse', 'jsd'"):
+        kd.distillation_loss(z, v, y, divergence="kl")
+    for beta in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"beta must be in \(0, 1\)"):
+            kd.distillation_loss(z, v, y, divergence="jsd", beta=beta)
+    with pytest.raises(TypeError, match="beta must be a real number"):
+        kd.distillation_loss(z, v, y, divergence="jsd", beta="0.5")
+    with pytest.raises(ValueError, match="beta goes with divergence='jsd' only"):
+        kd.distillation_loss(z, v, y, divergence="reverse", beta=0.5)
+    assert kd.distillation_loss(z, v, y, divergence="jsd").item() == pytest.approx(
+        kd.distillation_loss(z, v, y, divergence="jsd", beta=0.5).item())
+
+
+def test_sequence_labels_are_checked_against_the_logits_and_the_ignore_index():
+    z, v, y = sequences()
+    with pytest.raises(ValueError, match=r"must have shape \(3, 5\)"):
+        kd.distillation_loss(z, v, y[:, :4])
+    bad = y.clone()
+    bad[0, 0] = -1
+    with pytest.raises(ValueError, match="ignore_index"):
+        kd.distillation_loss(z, v, bad)
+    with pytest.raises(ValueError, match="leave out every position"):
+        kd.distillation_loss(z, v, torch.full_like(y, -100))
+    other = y.clone()
+    other[y == -100] = 7  # a custom ignore index, one past the classes
+    torch.testing.assert_close(kd.distillation_loss(z, v, other, ignore_index=7),
+                               kd.distillation_loss(z, v, y))
+    with pytest.raises(ValueError, match=r"\(B, C\) or \(B, L, C\)"):
+        kd.distillation_loss(z[0, 0], v[0, 0], y[0, 0])
+
+
+def test_distillation_loss_module_passes_divergence_beta_and_ignore_index():
+    z, v, y = sequences()
+    crit = kd.DistillationLoss(T=2.0, alpha=0.8, divergence="jsd", beta=0.3)
+    assert "divergence='jsd'" in repr(crit) and "beta=0.3" in repr(crit)
+    torch.testing.assert_close(crit(z, v, y), kd.distillation_loss(z, v, y, T=2.0, alpha=0.8,
+                                                                  divergence="jsd", beta=0.3))

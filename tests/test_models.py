@@ -18,6 +18,7 @@ EXPECTED_PARAMS = {
     "cifar_small_cnn": 437_034,
     "cifar_resnet18": 11_173_962,
     "vit_tiny_cifar": 1_806_538,
+    "byte_transformer": 875_520,
 }
 
 
@@ -54,6 +55,12 @@ def test_cifar_models_map_32x32_images_to_10_logits(name):
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_parameter_count_is_exact(name):
     assert km.count_params(km.make_model(name)) == EXPECTED_PARAMS[name]
+
+
+def test_byte_transformer_count_by_hand():
+    d, V, ctx, ff, L = 128, 256, 128, 512, 4
+    layer = (3 * d * d + 3 * d + d * d + d) + 2 * 2 * d + (d * ff + ff) + (ff * d + d)
+    assert V * d + ctx * d + L * layer + 2 * d + d * V + V == EXPECTED_PARAMS["byte_transformer"]
 
 
 def test_mlp_counts_match_a_hand_computation():

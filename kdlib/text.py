@@ -1,0 +1,169 @@
+"""Text for the language-model chapters: a corpus that every machine has, as bytes.
+
+The corpus is the source of 26 modules of Python's own standard library (CORPUS_FILES), read from the
+running interpreter's installation: every machine with Python has it, Colab's included, with no
+download. Its bytes are the tokens (a vocabulary of 256, no tokenizer to fetch); the files are almost
+all ASCII, so a byte is a character and bits per byte are bits per character.
+
+Python versions ship different versions of these files, so what was read is pinned and printed
+(Corpus.describe): the interpreter's version, the files, their bytes and a SHA-256 of the whole.
+
+    corp = corpus()                                    # bytes, split 90 / 10 inside every file
+    data = text_data(corp, context=64, n_train=2000)   # Data: x (N, 64) bytes, y (N, 64) the next ones
+    sample(model, "def ", 100, T=0.8)                  # text, one byte at a time
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import sysconfig
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .data import Data
+from .losses import check_temperature, softmax_t
+from .models import check_positive_int, device_of, eval_mode
+from .train import evaluate
+
+__all__ = ["CORPUS_FILES", "Corpus", "corpus", "to_sequences", "text_data", "encode", "decode", "sample",
+           "bits_per_character"]
+
+# modules that every CPython since 3.8 ships as one file, about 1.5 MB together
+CORPUS_FILES = (
+    "argparse.py", "ast.py", "bisect.py", "calendar.py", "configparser.py", "csv.py", "dataclasses.py",
+    "difflib.py", "enum.py", "fractions.py", "functools.py", "heapq.py", "inspect.py", "ipaddress.py",
+    "logging/__init__.py", "pickle.py", "pprint.py", "random.py", "shutil.py", "statistics.py",
+    "string.py", "subprocess.py", "tarfile.py", "textwrap.py", "threading.py", "typing.py",
+)
+VOCAB = 256  # one token per byte value
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The corpus's bytes, split into training and validation text, and what they were read from."""
+
+    train: bytes
+    valid: bytes
+    files: Tuple[str, ...]
+    python: str     # the interpreter whose standard library was read, e.g. "3.11.7"
+    sha256: str     # of every file's bytes, in order
+
+    def describe(self, width: int = 88) -> str:
+        """What was read, in a few lines for a chapter's output."""
+        names = ", ".join(Path(f).stem if Path(f).stem != "__init__" else Path(f).parent.name
+                          for f in self.files)
+        total = len(self.train) + len(self.valid)
+        return "\n".join([
+            f"corpus: Python {self.python}'s standard library, {len(self.files)} modules, {total:,} bytes",
+            f"  sha256 {self.sha256[:32]}",
+            f"  train {len(self.train):,} bytes / validation {len(self.valid):,} "
+            f"(the last {len(self.valid) / total:.0%} of each file)",
+            textwrap.fill(f"modules: {names}", width, initial_indent="  ", subsequent_indent="    ")])
+
+
+def corpus(files: Sequence[str] = CORPUS_FILES, valid_share: float = 0.1,
+           root: Optional[Union[str, Path]] = None) -> Corpus:
+    """Read files (paths under root, by default this interpreter's standard library) in order; the
+    last valid_share of each file goes to validation, the rest to training, so that every module is
+    in both and no validation byte is a training byte. A missing file is a FileNotFoundError that
+    names it."""
+    if isinstance(valid_share, bool) or not isinstance(valid_share, (int, float)) or not 0 < valid_share < 1:
+        raise ValueError(f"valid_share must be a number in (0, 1), got {valid_share!r}")
+    if not files:
+        raise ValueError("files must name at least one file")
+    root = Path(sysconfig.get_paths()["stdlib"] if root is None else root)
+    train, valid, digest = [], [], hashlib.sha256()
+    for name in files:
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"the corpus file {name} is not in {root}: this Python installation "
+                                    f"ships its standard library without it; pass files= or root=")
+        raw = path.read_bytes()
+        digest.update(raw)
+        cut = len(raw) - max(1, round(valid_share * len(raw)))
+        train.append(raw[:cut])
+        valid.append(raw[cut:])
+    return Corpus(b"".join(train), b"".join(valid), tuple(files), platform.python_version(), digest.hexdigest())
+
+
+def to_sequences(text: bytes, context: int, n: Optional[int] = None, seed: int = 0) -> Tuple[Tensor, Tensor]:
+    """text cut into windows of context + 1 bytes that do not overlap: x = window[:-1], y = window[1:],
+    each (N, context) int64, y[i, t] the byte after x[i, t]. n: keep n of the windows, drawn at
+    random with seed (None: all, in order)."""
+    context = check_positive_int(context, "context")
+    tokens = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
+    N = (len(tokens) - 1) // context
+    if N < 1:
+        raise ValueError(f"text must hold more than context={context} bytes, got {len(tokens)}")
+    # window i covers bytes i*context .. (i+1)*context: its last byte is the next window's first
+    starts = torch.arange(N) * context
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= N:
+            raise ValueError(f"n must be an integer in [1, {N}] (the windows of {context + 1} bytes the "
+                             f"text holds), got {n!r}")
+        starts = starts[torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n]]
+    idx = starts[:, None] + torch.arange(context + 1)  # (N, context + 1)
+    windows = tokens[idx]
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+
+def text_data(corp: Corpus, context: int, n_train: Optional[int] = None, n_valid: Optional[int] = None,
+              seed: int = 0, device: Optional[torch.device] = None) -> Data:
+    """The corpus as a kdlib Data for fit: x (N, context) bytes, y (N, context) the byte after each;
+    n_train / n_valid windows drawn at random with seed (None: all). The validation windows are
+    Data's test set: bits_per_character scores a model on them."""
+    x, y = to_sequences(corp.train, context, n_train, seed)
+    xv, yv = to_sequences(corp.valid, context, n_valid, seed)
+    device = torch.device("cpu") if device is None else device
+    source = (f"Python {corp.python} standard library ({len(corp.files)} modules, sha256 "
+              f"{corp.sha256[:16]}); windows of {context} bytes, {len(y):,} of "
+              f"{(len(corp.train) - 1) // context:,} for training (seed {seed})")
+    return Data("python-stdlib", x.to(device), y.to(device), xv.to(device), yv.to(device),
+                classes=[repr(bytes([b])) for b in range(VOCAB)], source=source)
+
+
+def encode(text: Union[str, bytes]) -> Tensor:
+    """text as its UTF-8 bytes: (L,) int64."""
+    raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).long() if raw else torch.zeros(0, dtype=torch.long)
+
+
+def decode(tokens: Tensor) -> str:
+    """Bytes (L,) back to text; a byte sequence that is not UTF-8 shows the replacement character."""
+    return bytes(tokens.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
+
+
+@torch.no_grad()
+def sample(model: nn.Module, prompt: Union[str, bytes], n: int, T: float = 1.0,
+           generator: Optional[torch.Generator] = None) -> str:
+    """The prompt followed by n bytes drawn from the model one at a time, as text.
+
+    Each step feeds the last `context` bytes, takes the logits z of the last position and draws the
+    next byte from softmax(z / T): T < 1 sharpens towards the most likely byte, T > 1 flattens.
+    generator: a torch.Generator on the model's device, for samples that repeat.
+    """
+    T = check_temperature(T)
+    n = check_positive_int(n, "n")
+    device = device_of(model)
+    tokens = encode(prompt).to(device)
+    if len(tokens) == 0:
+        raise ValueError("prompt must hold at least one byte to continue from")
+    context = getattr(model, "context", len(tokens) + n)
+    with eval_mode(model):
+        for _ in range(n):
+            logits = model(tokens[-context:][None])[0, -1]  # (V,): the next byte's logits
+            nxt = torch.multinomial(softmax_t(logits.float(), T), 1, generator=generator)
+            tokens = torch.cat([tokens, nxt])
+    return decode(tokens.cpu())
+
+
+def bits_per_character(model: nn.Module, data: Data) -> float:
+    """The model's mean cross entropy on data's test (validation) windows, in bits per byte:
+    nats / ln 2; a byte is a character in this corpus. A model that guessed uniformly scores 8."""
+    return evaluate(model, data.x_test, data.y_test).loss / math.log(2)

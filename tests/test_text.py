@@ -1,0 +1,266 @@
+"""kdlib.text and language models through kdlib.fit: the corpus, byte windows, a causal transformer,
+sequence batches (ignored positions, a DataLoader with a table of teacher logits, bfloat16), sampling."""
+import hashlib
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import kdlib as kd
+from kdlib import text
+
+TEXT = b"".join(b"def f%d(x):\n    return x * %d\n" % (i, i * i) for i in range(200))
+
+
+def windows(n=48, context=16, seed=0):
+    x, y = text.to_sequences(TEXT, context, n=n + 16, seed=seed)
+    return kd.Data("bytes", x[:n], y[:n], x[n:], y[n:], [str(b) for b in range(256)], "test_text.py")
+
+
+def small_lm(seed=0, dim=16, context=16):
+    torch.manual_seed(seed)
+    return kd.models.byte_transformer(dim=dim, depth=1, heads=2, context=context)
+
+
+# ------------------------------------------------------------------ the corpus
+def test_corpus_reads_each_file_in_order_and_keeps_its_last_tenth_for_validation(tmp_path):
+    (tmp_path / "a.py").write_bytes(b"0123456789" * 10)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_bytes(b"abcdefghij" * 5)
+    corp = text.corpus(["a.py", "pkg/__init__.py"], valid_share=0.1, root=tmp_path)
+    assert corp.train == b"0123456789" * 9 + b"abcdefghij" * 4 + b"abcde"
+    assert corp.valid == b"0123456789" + b"fghij"
+    assert corp.sha256 == hashlib.sha256(b"0123456789" * 10 + b"abcdefghij" * 5).hexdigest()
+    assert "2 modules" in corp.describe() and "a, pkg" in corp.describe()
+
+
+def test_the_standard_library_corpus_is_found_and_described_within_88_columns():
+    corp = text.corpus()
+    assert len(corp.files) == 26 and len(corp.train) > 1_000_000 and len(corp.valid) > 100_000
+    assert all(len(line) <= 88 for line in corp.describe().splitlines())
+
+
+def test_a_missing_corpus_file_or_bad_share_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.py"):
+        text.corpus(["nothere.py"], root=tmp_path)
+    with pytest.raises(ValueError, match="valid_share"):
+        text.corpus(valid_share=1.0)
+
+
+def test_each_window_pairs_every_byte_with_the_next_one():
+    x, y = text.to_sequences(TEXT, 10)
+    assert x.shape == y.shape == ((len(TEXT) - 1) // 10, 10) and x.dtype == torch.int64
+    assert (y[:, :-1] == x[:, 1:]).all() and (y[:-1, -1] == x[1:, 0]).all()
+    assert bytes(x[0].tolist()) == TEXT[:10] and bytes(y[0].tolist()) == TEXT[1:11]
+    xs, ys = text.to_sequences(TEXT, 10, n=5, seed=1)  # 5 of the same windows, at random
+    rows = {tuple(r) for r in x.tolist()}
+    assert len(xs) == 5 and all(tuple(r) in rows for r in xs.tolist())
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, "):
+        text.to_sequences(TEXT, 10, n=10**6)
+    with pytest.raises(ValueError, match="more than context=10 bytes"):
+        text.to_sequences(b"short", 10)
+
+
+def test_text_data_holds_training_and_validation_windows_of_the_corpus(tmp_path):
+    (tmp_path / "m.py").write_bytes(TEXT)
+    corp = text.corpus(["m.py"], root=tmp_path)
+    data = text.text_data(corp, 16, n_train=20, n_valid=5)
+    assert data.x_train.shape == (20, 16) and data.x_test.shape == (5, 16) and data.num_classes == 256
+    assert "20 train / 5 test sequences" in data.describe()
+    assert all(bytes(r) in corp.valid for r in data.x_test.tolist())
+
+
+def test_encode_and_decode_round_trip_unicode():
+    s = "naïve → λ"
+    assert text.decode(text.encode(s)) == s and len(text.encode(s)) == len(s.encode())
+
+
+# ------------------------------------------------------------------ the model
+def test_the_byte_transformer_never_looks_ahead():
+    model = small_lm().eval()
+    x = text.encode("def f(x): return")[None]
+    z = model(x)
+    x2 = x.clone()
+    x2[0, 8] = ord("#")  # change one byte: no logit before it may move
+    z2 = model(x2)
+    assert z.shape == (1, x.shape[1], 256)
+    torch.testing.assert_close(z2[:, :8], z[:, :8])
+    assert not torch.allclose(z2[:, 8:], z[:, 8:])
+
+
+def test_the_byte_transformer_refuses_a_sequence_longer_than_its_context():
+    with pytest.raises(ValueError, match="context=16"):
+        small_lm()(torch.zeros(1, 17, dtype=torch.long))
+    assert kd.count_params(kd.models.byte_transformer()) == 875_520
+    assert kd.count_params(kd.models.byte_transformer(dim=64)) == 241_280
+
+
+# ------------------------------------------------------------------ through fit
+def test_fit_trains_a_language_model_and_bits_per_character_fall():
+    data = windows()
+    model = small_lm()
+    before = text.bits_per_character(model, data)
+    hist = kd.fit(model, data, kd.FitConfig(epochs=8, batch_size=16, optimizer="adamw", lr=1e-2),
+                  progress=False)
+    after = text.bits_per_character(model, data)
+    assert 6 < before < 9 and after < before - 2  # about log2(256) = 8 untrained
+    assert hist.test_errors < 0.7 * data.y_test.numel() and len(hist.step_acc) == 8 * 3
+
+
+def test_a_student_distils_from_a_language_model_teacher():
+    data = windows()
+    teacher = small_lm(seed=1, dim=32)
+    kd.fit(teacher, data, kd.FitConfig(epochs=8, batch_size=16, optimizer="adamw", lr=1e-2), progress=False)
+    student = small_lm(seed=2, dim=8)
+    cfg = kd.FitConfig(epochs=2, batch_size=16, optimizer="adamw", lr=1e-2, T=2.0, alpha=0.8)
+    hist = kd.fit(student, data, cfg, teacher=teacher, progress=False)
+    assert math.isfinite(hist.epoch_loss[-1]) and hist.epoch_loss[-1] < hist.epoch_loss[0]
+
+
+class Tail(torch.nn.Module):
+    """A model's logits from position 5 on: the reference for a run that ignores positions 0-4."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[:, 5:]
+
+
+def test_positions_labelled_minus_100_train_and_score_as_if_they_were_not_there():
+    data = windows()
+    masked = [t.clone() for t in (data.y_train, data.y_test)]
+    for t in masked:
+        t[:, :5] = -100  # e.g. a prompt: no loss, no score on its first five positions
+    cfg = kd.FitConfig(epochs=2, batch_size=16, optimizer="adamw", lr=1e-2)
+    a = small_lm()
+    ha = kd.fit(a, kd.Data("a", data.x_train, *masked[:1], data.x_test, masked[1], data.classes, "t"),
+                cfg, progress=False)
+    b = Tail(small_lm())  # the same first weights, shown only positions 5 on
+    hb = kd.fit(b, kd.Data("b", data.x_train, data.y_train[:, 5:], data.x_test, data.y_test[:, 5:],
+                           data.classes, "t"), cfg, progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+    assert ha.step_loss == pytest.approx(hb.step_loss, rel=1e-5)
+    assert ha.step_acc == pytest.approx(hb.step_acc) and ha.test_errors == hb.test_errors
+
+
+def test_labels_of_the_wrong_shape_for_a_language_model_are_refused():
+    data = windows()
+    bad = kd.Data("bad", data.x_train, data.y_train[:, 0], data.x_test, data.y_test, data.classes, "t")
+    with pytest.raises(ValueError, match=r"must have shape \(48, 16\)"):
+        kd.fit(small_lm(), bad, kd.FitConfig(epochs=1), progress=False)
+
+
+def test_a_dataloader_of_windows_distils_from_a_memory_mapped_table_of_shape_n_l_v(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+    table = kd.logit_table(teacher, dataset)
+    assert table.shape == (48, 16, 256)
+    torch.testing.assert_close(table, kd.frozen_forward(teacher, data.x_train))
+    student = small_lm(seed=2, dim=8)
+    cfg = kd.FitConfig(epochs=2, optimizer="adamw", lr=1e-2, T=2.0, alpha=0.8)
+    hist = kd.fit(student, DataLoader(dataset, batch_size=16, shuffle=True), cfg, teacher=teacher,
+                  test=data, progress=False)
+    assert math.isfinite(hist.epoch_loss[-1]) and 0 <= hist.test_errors <= data.y_test.numel()
+    assert len(list((tmp_path / "teacher-logits").glob("*.f32"))) == 1
+
+
+def test_a_language_model_distils_in_bfloat16_with_a_finite_loss():
+    data = windows()
+    teacher, student = small_lm(seed=1, dim=32), small_lm(seed=2, dim=8)
+    cfg = kd.FitConfig(epochs=2, batch_size=16, optimizer="adamw", lr=1e-2, precision="bf16")
+    hist = kd.fit(student, data, cfg, teacher=teacher, progress=False)
+    assert all(math.isfinite(v) for v in hist.step_loss)
+    assert all(p.dtype == torch.float32 for p in student.parameters())  # weights stay float32
+
+
+# ------------------------------------------------------------------ sampling
+def test_sampling_continues_the_prompt_and_repeats_with_the_same_generator():
+    model = small_lm()
+    with torch.no_grad():  # all the mass on "a": the sample must be "a"s at any T
+        model.head.weight.zero_()
+        model.head.bias.fill_(-30.0)
+        model.head.bias[ord("a")] = 30.0
+    assert text.sample(model, "def ", 20, T=1.0) == "def " + "a" * 20  # longer than the context
+    fresh = small_lm(seed=3)
+    one = text.sample(fresh, "x", 12, T=1.5, generator=torch.Generator().manual_seed(5))
+    two = text.sample(fresh, "x", 12, T=1.5, generator=torch.Generator().manual_seed(5))
+    assert one == two and one.startswith("x")
+    with pytest.raises(ValueError, match="T must be"):
+        text.sample(model, "x", 3, T=0.0)
+    with pytest.raises(ValueError, match="prompt"):
+        text.sample(model, "", 3)
+
+
+# ------------------------------------------------------------------ divergences and top-k in fit
+def test_fit_distils_with_each_divergence_and_refuses_a_bad_combination():
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    for divergence, beta in (("forward", None), ("reverse", None), ("jsd", 0.3)):
+        student = small_lm(seed=2, dim=8)
+        cfg = kd.FitConfig(epochs=1, batch_size=16, optimizer="adamw", lr=1e-2, T=2.0, alpha=1.0,
+                           divergence=divergence, beta=beta)
+        hist = kd.fit(student, data, cfg, teacher=teacher, progress=False)
+        z, v = student.eval()(data.x_train[:16]), teacher(data.x_train[:16])
+        expected = kd.distillation_loss(z, v, data.y_train[:16], T=2.0, alpha=1.0, divergence=divergence,
+                                        beta=beta)
+        assert math.isfinite(hist.epoch_loss[0]) and math.isfinite(expected.item())
+    with pytest.raises(ValueError, match="beta goes with divergence='jsd' only"):
+        kd.FitConfig(beta=0.5)
+    with pytest.raises(ValueError, match="top_k goes with divergence='forward' or 'jsd'"):
+        kd.FitConfig(divergence="reverse", top_k=4)
+    with pytest.raises(ValueError, match="top_k must be None"):
+        kd.FitConfig(top_k=0)
+
+
+def test_a_top_k_table_reads_as_the_teachers_logits_with_minus_infinity_outside_the_k():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, 256, generator=g)
+    top = kd.TopKLogits.from_logits(logits, 16)
+    assert top.nbytes * 10 < logits.numel() * 4  # 96 bytes a position against 1,024
+    dense = top[torch.tensor([3, 1])]
+    assert dense.shape == (2, 7, 256) and (torch.isfinite(dense).sum(-1) == 16).all()
+    kept = torch.isfinite(dense)
+    torch.testing.assert_close(dense[kept], logits[[3, 1]][kept])
+    # softmax over the table: the teacher's mass renormalised over its k classes
+    p = torch.softmax(dense / 2.0, -1)
+    q = torch.softmax(logits[[3, 1]] / 2.0, -1)
+    torch.testing.assert_close(p[kept], (q * kept / (q * kept).sum(-1, keepdim=True))[kept])
+    torch.testing.assert_close(kd.TopKLogits.from_logits(logits, 256)[torch.arange(5)], logits)
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 256\]"):
+        kd.TopKLogits.from_logits(logits, 0)
+
+
+@pytest.mark.parametrize("divergence", ["forward", "jsd"])
+def test_the_loss_against_a_top_k_teacher_is_finite_and_is_the_renormalised_kl(divergence):
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(4, 6, 32, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(4, 6, 32, generator=g, dtype=torch.float64)
+    dense = kd.TopKLogits.from_logits(v, 4)[torch.arange(4)].double()
+    y = torch.randint(0, 32, (4, 6), generator=g)
+    loss = kd.distillation_loss(z, dense, y, T=2.0, alpha=0.7, divergence=divergence, check=False)
+    grad, = torch.autograd.grad(loss, z)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    if divergence == "forward":  # by hand: sum over the k kept classes of p (log p - log q)
+        p = torch.softmax(dense / 2.0, -1)
+        log_q = torch.log_softmax(z.detach() / 2.0, -1)
+        kl = torch.where(p > 0, p * (p.log() - log_q), torch.zeros(())).sum(-1).mean()
+        ce = torch.nn.functional.cross_entropy(z.detach().reshape(-1, 32), y.reshape(-1))
+        torch.testing.assert_close(loss.detach(), 0.7 * 4 * kl + 0.3 * ce)
+
+
+def test_fit_with_top_k_of_every_class_trains_exactly_as_with_the_full_table():
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    runs = []
+    for top_k in (None, 256, 4):
+        student = small_lm(seed=2, dim=8)
+        cfg = kd.FitConfig(epochs=1, batch_size=16, optimizer="adamw", lr=1e-2, T=2.0, alpha=0.8, top_k=top_k)
+        runs.append((student, kd.fit(student, data, cfg, teacher=teacher, progress=False)))
+    (full, hf), (every, he), (four, h4) = runs
+    for a, b in zip(full.parameters(), every.parameters()):
+        torch.testing.assert_close(a, b)
+    assert hf.step_loss == pytest.approx(he.step_loss) and hf.step_loss != pytest.approx(h4.step_loss)
+    assert all(math.isfinite(v) for v in h4.step_loss)
