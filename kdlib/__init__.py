@@ -46,7 +46,7 @@ __all__ = [
     # the book's pages
     "glue",
     # modules
-    "analysis", "distributed", "experiments", "models", "together", "transfer", "plots", "widgets", "bench",
+    "analysis", "distributed", "experiments", "models", "text", "together", "transfer", "plots", "widgets", "bench",
 ]
 
 _LAZY = {"plots", "widgets", "bench"}

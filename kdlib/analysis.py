@@ -2,6 +2,7 @@
 reaches a student from it (the mistakes it copies, the teacher's share of its gradient)."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -9,11 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Data
-from .losses import check_alpha, check_labels, check_logits, check_pair, check_temperature, loss_gradient, softmax_t
+from .losses import (check_alpha, check_labels, check_logits, check_pair, check_temperature, loss_gradient,
+                     soft_divergence, softmax_t)
 from .teacher import teacher_logits
 from .train import FitConfig, History, initial_model
 
-__all__ = ["class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
+__all__ = ["fit_unimodal", "class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
            "teacher_share", "student_report", "format_reports"]
 
 
@@ -162,6 +164,7 @@ def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
 
 
 # ------------------------------------------------ what reached the students: chapter 10's table
+STUDENT_BATCH = 256  # the students' passes: a ViT's eval ran 1.65x faster than at 1,024 on a 2-core CPU
 
 def student_report(runs: Sequence[Tuple[nn.Module, History]], data: Data, teacher: nn.Module,
                    cfg: Optional[FitConfig] = None, make_student: Optional[Callable[[], nn.Module]] = None,
@@ -190,7 +193,7 @@ def student_report(runs: Sequence[Tuple[nn.Module, History]], data: Data, teache
         raise ValueError(f"seeds must give one seed per run: {len(seeds)} seeds for {len(runs)} runs")
     mean = lambda xs: sum(xs) / len(xs)
     v_test = teacher_logits(teacher, data.x_test)
-    z_test = [teacher_logits(model, data.x_test) for model, _ in runs]
+    z_test = [teacher_logits(model, data.x_test, STUDENT_BATCH) for model, _ in runs]
 
     def last_epoch(h: History) -> float:  # fit records one accuracy per batch, the same count each epoch
         steps = len(h.step_acc) // len(h.epoch_loss)
@@ -206,7 +209,7 @@ def student_report(runs: Sequence[Tuple[nn.Module, History]], data: Data, teache
     relabelled = v.argmax(1) != y
 
     def shares(models: Sequence[nn.Module]) -> Tuple[float, float]:  # all images; relabelled ones
-        z = [teacher_logits(m, x) for m in models]
+        z = [teacher_logits(m, x, STUDENT_BATCH) for m in models]
         share = lambda zi, mask=None: teacher_share(zi, v, y, cfg.T, cfg.alpha, hard=cfg.hard_distillation,
                                                     mask=mask)
         where = mean([share(zi, relabelled) for zi in z]) if relabelled.any() else float("nan")
@@ -235,3 +238,35 @@ def format_reports(table: Dict[str, Dict[str, float]], prefix: str = "") -> str:
         lines += [f"{prefix + name:26}{pct(row, 'start_relabelled')}{pct(row, 'end_relabelled')}"
                   for name, row in taught.items()]
     return "\n".join(lines)
+
+
+# ------------------------------------------------ which direction of KL: chapter 12's toy
+def fit_unimodal(p: Tensor, divergence: str, steps: int = 1000, lr: float = 0.05,
+                 mean: Optional[float] = None) -> Tensor:
+    """The one-bump distribution closest to p in a divergence: what a student that can hold one mode
+    learns from a teacher that has two.
+
+    p: (C,) probabilities over classes 0..C-1, all > 0. q is a discretised Gaussian,
+    q_c = softmax_c(-(c - mu)^2 / (2 sigma^2)), whose mu and sigma follow Adam (lr) for `steps` steps
+    from mu = mean (default: p's most likely class) and sigma = C / 8, minimising
+    soft_divergence(log p, log q, divergence): "forward" KL(p || q) or "reverse" KL(q || p).
+    The forward KL has one minimum (q's mean and spread match p's); the reverse KL has one per mode
+    of p, and the fit stays in the mode it starts in. Returns q (C,), float64.
+    """
+    if p.ndim != 1 or not (p > 0).all() or abs(p.sum().item() - 1) > 1e-6:
+        raise ValueError(f"p must be a 1-D distribution with every entry > 0, got shape {tuple(p.shape)}")
+    C = len(p)
+    c = torch.arange(C, dtype=torch.float64)
+    start = p.argmax().item() if mean is None else float(mean)
+    mu = torch.tensor(float(start), dtype=torch.float64, requires_grad=True)
+    log_sigma = torch.tensor(math.log(C / 8), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([mu, log_sigma], lr=lr)
+    log_p = p.double().log()
+    q = lambda: torch.log_softmax(-(c - mu) ** 2 / (2 * log_sigma.exp() ** 2), 0)
+    for _ in range(steps):
+        loss = soft_divergence(log_p, q(), divergence)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return q().exp().detach()
+

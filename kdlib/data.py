@@ -74,11 +74,14 @@ class Data:
         return f"{self.name} (stand-in for {self.standin_for}, not {self.standin_for})"
 
     def balanced_indices(self, n_train: int, seed: int = 0) -> Tensor:
-        """n_train indices of training examples, drawn at random but balanced over the classes."""
+        """n_train indices of training examples, drawn at random but balanced over the classes; for
+        sequences (labels (N, L): no one class per example), drawn at random."""
         N = len(self.y_train)
         if not 1 <= n_train <= N:
             raise ValueError(f"n_train must be in [1, {N}], got {n_train}")
         g = torch.Generator().manual_seed(seed)
+        if self.y_train.ndim > 1:
+            return torch.randperm(N, generator=g)[:n_train].to(self.y_train.device)
         per_class = [torch.nonzero(self.y_train.cpu() == c).flatten() for c in range(self.num_classes)]
         per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
         # round-robin over classes keeps the subset balanced whatever n_train
@@ -93,7 +96,8 @@ class Data:
         return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep], source=f"{self.source}; {note}")
 
     def subset(self, n_train: int, seed: int = 0) -> "Data":
-        """The same data with only n_train training examples, drawn at random but balanced over classes."""
+        """The same data with only n_train training examples, drawn at random but balanced over classes
+        (sequences: at random)."""
         return self.with_train(self.balanced_indices(n_train, seed), f"training subset of {n_train:,} (seed {seed})")
 
     def test_subset(self, n_test: int, seed: int = 0) -> "Data":

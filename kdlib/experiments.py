@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from .data import Data, cifar10_or_standin
-from .models import cifar_large_cnn, cifar_resnet18, cifar_small_cnn, hinton_student, hinton_teacher, vit_tiny_cifar
-from .profiles import dry_run, pick
+from .models import (byte_transformer, cifar_large_cnn, cifar_resnet18, cifar_small_cnn, hinton_student, hinton_teacher,
+                     vit_tiny_cifar)
+from .profiles import DRY_RUN_TRAIN, dry_run, pick
+from .text import corpus, text_data
 from .train import FitConfig, History, train_or_load, train_or_load_many
 
-__all__ = ["Setup", "hinton_setup", "cifar_cnn_setup", "deit_setup", "map_grid", "Comparison", "compare", "grid",
+__all__ = ["Setup", "hinton_setup", "cifar_cnn_setup", "deit_setup", "lm_setup", "map_grid", "Comparison", "compare", "grid",
            "runs_line",
            "labml_alpha", "deit_variants", "run_variants", "sweep_sizes", "sweep", "sweep_seconds",
            "teacher_lead", "lead_verdict", "SMALL_LEAD"]
@@ -50,6 +52,9 @@ class Setup:
     # None, on an accelerator only (on a CPU, one after another was faster; see kdlib.together);
     # where the student cannot (batch norm, dropout), they train one after another anyway
     together: Optional[bool] = None
+    # a language model's window of bytes: the data is kdlib.text's corpus, not images (n_train,
+    # teacher_n_train and n_test count windows)
+    context: Optional[int] = None
 
     def describe(self) -> str:
         """The settings in words, for a chapter's output."""
@@ -62,16 +67,23 @@ class Setup:
         def images(n: Optional[int]) -> str:
             return "all" if n is None else f"{n:,}"
 
+        unit = "images" if self.context is None else f"windows of {self.context} bytes"
         teacher_images = ("" if self.teacher_n_train is None
                           else f"; the teacher's: {images(self.teacher_n_train)}")
         return (f"teacher:  {run(self.teacher)}\nstudents: {run(self.student)}\n"
                 f"          distilled with T = {self.T:g}, alpha = {self.alpha:g}\nseeds: {list(self.seeds)}; "
-                f"training images: {images(self.n_train)}{teacher_images}")
+                f"training {unit}: {images(self.n_train)}{teacher_images}")
 
     def load(self, root: Optional[str] = None, device: Optional[torch.device] = None) -> Data:
-        """CIFAR-10 or its stand-in (kd.cifar10_or_standin), as many images as teacher and students need."""
+        """CIFAR-10 or its stand-in (kd.cifar10_or_standin), as many images as teacher and students need;
+        with a context, the standard library's bytes in windows (kdlib.text; root: the folder to read)."""
         n_train = self.n_train if self.teacher_n_train is None or self.n_train is None else max(
             self.n_train, self.teacher_n_train)
+        if self.context is not None:
+            n_test = self.n_test
+            if dry_run():  # KDLIB_DRY_RUN: the code paths on a few windows
+                n_train, n_test = (min(n or DRY_RUN_TRAIN, DRY_RUN_TRAIN) for n in (n_train, n_test))
+            return text_data(corpus(root=root), self.context, n_train, n_test, device=device)
         return cifar10_or_standin(n_train, self.n_test, root=root, device=device, verbose=False)
 
     def teacher_data(self, data: Data) -> Data:
@@ -181,6 +193,34 @@ def deit_setup(profile: str) -> Setup:
                   make_student=small_vit, n_test=2000, teacher_n_train=6000, **deit),
         full=Setup("full", None, FitConfig(epochs=15, **sgd), FitConfig(epochs=15, **dict(adamw, augment=True)),
                    seeds=(0, 1, 2), make_student=vit_tiny_cifar, **deit),
+    )
+
+
+def lm_setup(profile: str) -> Setup:
+    """A byte-level language model distilled into one with about a quarter of its parameters.
+
+    Teacher: a ByteTransformer of 4 layers of width 128 (875,520 parameters); student: 4 layers of
+    width 64 (241,280, 28%), on windows of 64 bytes of the standard library's source (kdlib.text).
+    cpu: the teacher reads 16,000 windows (1 MB, of the 20,811 that Python 3.11's files hold) for 2
+    epochs; the students read 2,000 of those windows for 10 epochs, so the teacher knows text they
+    never see (Hinton et al.'s section 6). The teacher's logits for the students' windows, 2,000 x 64 x 256 floats
+    (131 MB), are computed once. full: 8 layers of 256 -> 4 of 128, context 256, every window.
+    """
+    adamw = dict(optimizer="adamw", lr=3e-3, weight_decay=0.01, schedule="cosine")
+    small = dict(T=2.0, alpha=0.9)
+    model = lambda dim, depth, context: partial(byte_transformer, dim=dim, depth=depth, heads=4, context=context)
+    return pick(
+        profile,
+        smoke=Setup("smoke", 48, FitConfig(epochs=1, batch_size=16, **adamw), FitConfig(epochs=1, batch_size=16, **adamw),
+                    seeds=(0,), make_teacher=model(32, 1, 32), make_student=model(16, 1, 32), n_test=32,
+                    teacher_n_train=96, context=32, **small),
+        cpu=Setup("cpu", 2000, FitConfig(epochs=2, batch_size=32, eval_each_epoch=False, **adamw),
+                  FitConfig(epochs=10, batch_size=32, **adamw), seeds=(0, 1, 2),
+                  make_teacher=model(128, 4, 64), make_student=model(64, 4, 64), n_test=1000,
+                  teacher_n_train=16_000, context=64, **small),
+        full=Setup("full", None, FitConfig(epochs=20, batch_size=64, **adamw), FitConfig(epochs=20, batch_size=64, **adamw),
+                   seeds=(0, 1, 2), make_teacher=model(256, 8, 256), make_student=model(128, 4, 256),
+                   context=256, **small),
     )
 
 

@@ -32,7 +32,7 @@ from . import losses
 
 __all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
            "curves", "batch_accuracy", "augmentations", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix",
-           "confusion_matrices"]
+           "confusion_matrices", "mode_fits"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -743,3 +743,22 @@ def prediction_and_gradient(student_logits: ArrayLike, teacher_logits: ArrayLike
     # the legend where the bars are shortest: below zero if the largest bar is above it
     ax_g.get_legend().set_loc("lower right" if grad.max() >= -grad.min() else "upper right")
     return fig
+
+
+def mode_fits(p: ArrayLike, fits: "dict", title: str = "") -> Figure:
+    """A teacher's distribution p (C,) as grey bars and the distributions fitted to it, name -> q (C,),
+    as lines over the same classes (kdlib.analysis.fit_unimodal)."""
+    p = _as_vector(p, "p")
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 2.8), layout="constrained")
+    x = np.arange(len(p))
+    ax.bar(x, p.numpy(), color="0.8", width=1.0, label="teacher p (two modes)")
+    for (name, q), color in zip(fits.items(), [BAR_COLOR, HIGHLIGHT_COLOR, "tab:green", "tab:purple"]):
+        ax.plot(x, _as_vector(q, name).numpy(), color=color, lw=2.2, label=name)
+    ax.set_xlabel("class")
+    ax.set_ylabel("probability")
+    ax.set_xlim(-0.5, len(p) - 0.5)
+    ax.legend(frameon=False, fontsize=MIN_FONT_SIZE + 1)
+    if title:
+        ax.set_title(title, fontsize=MIN_FONT_SIZE + 1)
+    return fig
+

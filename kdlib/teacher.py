@@ -44,7 +44,8 @@ def frozen_forward(teacher: nn.Module, x: Tensor, batch_size: int = 1024,
         return torch.cat([teacher(x[i: i + batch_size]).float() for i in range(0, len(x), batch_size)])
 
 
-_LOGIT_CACHE: Dict[tuple, tuple] = {}
+_LOGIT_CACHE: Dict[tuple, tuple] = {}  # key -> (weak reference to the teacher, logits), oldest use first
+LOGIT_CACHE_BYTES = 512 * 2**20  # the logits remembered, at most (the last entry is kept whatever its size)
 
 
 def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024, precision: str = "auto") -> Tensor:
@@ -61,14 +62,20 @@ def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024, precis
     and torch's own code.
     Cost: one pass over the bytes, 0.1 s for 60,000 Fashion-MNIST images (188 MB) on a 2-core CPU;
     kdlib.fit pays it once per call, never per step. Returns a copy: changing it leaves the cache intact.
+    What is remembered is bounded by size, not by count: the least recently used logits go first once
+    all of them pass LOGIT_CACHE_BYTES, and those of a teacher that no longer exists at once. So a
+    teacher used between the passes of many students (chapter 10's analysis) is not passed again.
     """
     precision = resolve_precision(x.device, precision)
     key = (id(teacher), fingerprint([module_content(teacher), x, str(x.device), precision]))
-    hit = _LOGIT_CACHE.get(key)
+    hit = _LOGIT_CACHE.pop(key, None)
     if hit is None or hit[0]() is not teacher:
-        if len(_LOGIT_CACHE) >= 8:
-            _LOGIT_CACHE.pop(next(iter(_LOGIT_CACHE)))
-        hit = _LOGIT_CACHE[key] = (weakref.ref(teacher), frozen_forward(teacher, x, batch_size, precision))
+        hit = (weakref.ref(teacher), frozen_forward(teacher, x, batch_size, precision))
+    _LOGIT_CACHE[key] = hit  # the most recently used: last
+    for old in [k for k, (ref, _) in _LOGIT_CACHE.items() if ref() is None]:
+        del _LOGIT_CACHE[old]
+    while len(_LOGIT_CACHE) > 1 and sum(v.nbytes for _, v in _LOGIT_CACHE.values()) > LOGIT_CACHE_BYTES:
+        del _LOGIT_CACHE[next(iter(_LOGIT_CACHE))]
     return hit[1].clone()
 
 

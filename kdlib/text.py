@@ -21,7 +21,7 @@ import sysconfig
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +31,8 @@ from .losses import check_temperature, softmax_t
 from .models import check_positive_int, device_of, eval_mode
 from .train import evaluate
 
-__all__ = ["CORPUS_FILES", "Corpus", "corpus", "to_sequences", "text_data", "encode", "decode", "sample",
-           "bits_per_character"]
+__all__ = ["CORPUS_FILES", "Corpus", "corpus", "to_sequences", "text_data", "encode", "decode", "samples",
+           "sample", "byte_names", "bits_per_character", "next_byte_entropy", "distinct_ngrams"]
 
 # modules that every CPython since 3.8 ships as one file, about 1.5 MB together
 CORPUS_FILES = (
@@ -140,27 +140,69 @@ def decode(tokens: Tensor) -> str:
 
 
 @torch.no_grad()
-def sample(model: nn.Module, prompt: Union[str, bytes], n: int, T: float = 1.0,
-           generator: Optional[torch.Generator] = None) -> str:
-    """The prompt followed by n bytes drawn from the model one at a time, as text.
+def samples(model: nn.Module, prompt: Union[str, bytes], n: int, T: float = 1.0, count: int = 1,
+            generator: Optional[torch.Generator] = None) -> List[str]:
+    """count texts, each the prompt followed by n bytes drawn from the model one at a time.
 
-    Each step feeds the last `context` bytes, takes the logits z of the last position and draws the
-    next byte from softmax(z / T): T < 1 sharpens towards the most likely byte, T > 1 flattens.
-    generator: a torch.Generator on the model's device, for samples that repeat.
+    Each step feeds the last `context` bytes of every text at once, (count, <= context), takes the
+    logits z of the last position and draws each text's next byte from softmax(z / T): T < 1
+    sharpens towards the most likely byte, T > 1 flattens. generator: a torch.Generator on the
+    model's device, for samples that repeat.
     """
     T = check_temperature(T)
-    n = check_positive_int(n, "n")
+    n, count = check_positive_int(n, "n"), check_positive_int(count, "count")
     device = device_of(model)
     tokens = encode(prompt).to(device)
     if len(tokens) == 0:
         raise ValueError("prompt must hold at least one byte to continue from")
-    context = getattr(model, "context", len(tokens) + n)
+    tokens = tokens.expand(count, -1)                   # (count, L)
+    context = getattr(model, "context", tokens.shape[1] + n)
     with eval_mode(model):
         for _ in range(n):
-            logits = model(tokens[-context:][None])[0, -1]  # (V,): the next byte's logits
+            logits = model(tokens[:, -context:])[:, -1]  # (count, V): each text's next byte
             nxt = torch.multinomial(softmax_t(logits.float(), T), 1, generator=generator)
-            tokens = torch.cat([tokens, nxt])
-    return decode(tokens.cpu())
+            tokens = torch.cat([tokens, nxt], dim=1)
+    return [decode(t) for t in tokens.cpu()]
+
+
+def sample(model: nn.Module, prompt: Union[str, bytes], n: int, T: float = 1.0,
+           generator: Optional[torch.Generator] = None) -> str:
+    """The prompt followed by n bytes drawn from the model, as text: samples(...) with count=1."""
+    return samples(model, prompt, n, T, 1, generator)[0]
+
+
+def byte_names() -> List[str]:
+    """A label for each of the 256 bytes: a printable character as itself, a space as "␣", others
+    as escapes ("\\n", "\\x00")."""
+    names = []
+    for b in range(VOCAB):
+        c = chr(b)
+        names.append("␣" if c == " " else c if 32 < b < 127 else repr(c)[1:-1] if b < 128 else f"\\x{b:02x}")
+    return names
+
+
+@torch.no_grad()
+def next_byte_entropy(model: nn.Module, data: Data, batch_size: int = 256) -> float:
+    """The mean entropy, in bits, of the model's next-byte distribution softmax(z) over data's test
+    positions: how spread its predictions are (0: always certain; 8: uniform over 256 bytes)."""
+    device = device_of(model)
+    total, count = 0.0, 0
+    with eval_mode(model):
+        for i in range(0, len(data.x_test), batch_size):
+            log_q = torch.log_softmax(model(data.x_test[i: i + batch_size].to(device)).double(), -1)
+            total += -(log_q.exp() * log_q).sum().item()
+            count += log_q.shape[0] * log_q.shape[1]
+    return total / count / math.log(2)
+
+
+def distinct_ngrams(texts: Sequence[str], n: int = 4) -> float:
+    """The share of distinct n-grams (of characters) among all the n-grams of texts: 1 when no n-gram
+    repeats, near 0 for texts that repeat themselves. A measure of a sampler's diversity."""
+    n = check_positive_int(n, "n")
+    grams = [t[i: i + n] for t in texts for i in range(len(t) - n + 1)]
+    if not grams:
+        raise ValueError(f"texts must hold at least one run of {n} characters")
+    return len(set(grams)) / len(grams)
 
 
 def bits_per_character(model: nn.Module, data: Data) -> float:

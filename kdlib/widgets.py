@@ -13,6 +13,7 @@ Shapes: one example at a time. logits are 1-D, length C; label is an int in [0, 
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import ipywidgets
@@ -22,14 +23,15 @@ from IPython.display import HTML, display
 from matplotlib.animation import FuncAnimation
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import losses, plots
+from . import losses, plots, text
+from .models import device_of
 from .train import History
 from .plots import ArrayLike, _as_vector, _check_label, _check_temperatures, _class_names
 
 __all__ = ["temperature_explorer", "loss_explorer", "temperature_player", "loss_player", "distill_panel",
-           "map_explorer", "map_player"]
+           "map_explorer", "map_player", "next_byte_explorer", "next_byte_player"]
 
 PLAYER_DPI = 100         # the book's: a frame shows at the size of the figures around it
 PLAYER_INTERVAL_MS = 900  # time per frame when playing
@@ -338,3 +340,78 @@ def map_player(errors: ArrayLike, Ts: Sequence[float], alphas: Sequence[float],
     fig, axes = _map_figure()
     return _player(fig, lambda i: _draw_map(axes, v, Ts, alphas, runs, scratch, baseline, n_test, cells[i]),
                    len(cells))
+
+
+# ------------------------------------------- a language model's next byte, and its text, at T
+TOP_BYTES = 16  # the bars drawn: the most likely next bytes
+
+
+def _next_byte_figure() -> Tuple[Figure, Sequence[Axes]]:
+    """The figure of one next-byte frame: the distribution above, the sampled text below."""
+    fig, axes = plt.subplots(2, 1, figsize=(plots.FIGURE_WIDTH, 4.8), height_ratios=(3, 2),
+                             layout="constrained")
+    return fig, list(axes)
+
+
+def _draw_next_byte(axes: Sequence[Axes], z: Tensor, T: float, names: Sequence[str], text: str) -> None:
+    """softmax(z / T)'s TOP_BYTES most likely bytes as bars, and text (sampled at T) below them."""
+    ax, box = axes
+    ax.clear()
+    box.clear()
+    top = losses.softmax_t(z, T).topk(TOP_BYTES)
+    plots.bars(top.values, [names[i] for i in top.indices.tolist()], ax=ax,
+               title=f"next byte at T = {T:.2g}: the {TOP_BYTES} most likely")
+    box.axis("off")
+    box.text(0.0, 1.0, f"sampled at T = {T:.2g}:\n{_shown(text)}", family="monospace", va="top",
+             ha="left", fontsize=plots.MIN_FONT_SIZE, transform=box.transAxes)
+
+
+def _shown(text: str, width: int = 70, lines: int = 9) -> str:
+    """text as the figure shows it: unprintable characters as "·", lines wrapped at width characters
+    (a monospace line at 9 points that fits the column), at most `lines` of them."""
+    text = "".join(ch if ch.isprintable() or ch == "\n" else "·" for ch in text)
+    wrapped = [part for line in text.split("\n") for part in (textwrap.wrap(line, width) or [""])]
+    return "\n".join(wrapped[:lines])
+
+
+def _next_byte_parts(model, prompt: str, n: int, seed: int):
+    """(z, names, sample_at): the model's next-byte logits after prompt (V,), the bytes' names, and a
+    function T -> the prompt continued by n bytes sampled at T, with a generator seeded by seed."""
+    device = device_of(model)
+    with torch.no_grad():
+        z = model.eval()(text.encode(prompt)[None, -model.context:].to(device))[0, -1].float().cpu()
+
+    def sample_at(T: float) -> str:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        return text.sample(model, prompt, n, T=T, generator=gen)
+
+    return z, text.byte_names(), sample_at
+
+
+def next_byte_explorer(model: nn.Module, prompt: str, n: int = 160, seed: int = 0,
+                       T_range: Tuple[float, float] = (0.1, 5.0)) -> ipywidgets.interactive:
+    """A slider for T: a language model's next-byte distribution after prompt, softmax(z / T), and the
+    prompt continued by n bytes sampled at that T (the same seed at every T). Needs a running kernel.
+
+    model: a kdlib.models.ByteTransformer (x (1, L) bytes -> logits (1, L, 256)).
+    Returns the widget; its ``.result`` is the figure last drawn.
+    """
+    z, names, sample_at = _next_byte_parts(model, prompt, n, seed)
+    T_range = _check_range(T_range)
+
+    def show(T: float) -> Figure:
+        fig, axes = _next_byte_figure()
+        _draw_next_byte(axes, z, T, names, sample_at(T))
+        return fig
+
+    return _interactive(show, T=_T_slider(T_range, 1.0))
+
+
+def next_byte_player(model: nn.Module, prompt: str, Ts: Sequence[float], n: int = 160, seed: int = 0) -> HTML:
+    """next_byte_explorer as an animation, one frame per T in Ts, playable with no kernel."""
+    Ts = _check_temperatures(Ts)
+    z, names, sample_at = _next_byte_parts(model, prompt, n, seed)
+    texts = [sample_at(T) for T in Ts]
+    fig, axes = _next_byte_figure()
+    return _player(fig, lambda i: _draw_next_byte(axes, z, Ts[i], names, texts[i]), len(Ts))
+

@@ -62,6 +62,12 @@ def map_args() -> tuple:
     return errors, TS, ALPHAS, runs, history(150), 150.0, 10_000
 
 
+def byte_model() -> torch.nn.Module:
+    """An untrained language model: its samples are the widest text a frame can show."""
+    torch.manual_seed(0)
+    return kd.models.byte_transformer(dim=16, depth=1, heads=2, context=32)
+
+
 LONG = "Test errors of the distilled student, mean of 2 seeds (of 10,000; mnist, profile cpu)"
 FIGURES: Dict[str, Callable[[], Figure]] = {
     "bars": lambda: plots.bars(kd.softmax_t(Z), CLASSES, log=True, highlight=3),
@@ -96,11 +102,17 @@ FIGURES: Dict[str, Callable[[], Figure]] = {
     "widgets.distill_panel": lambda: widgets._runs_figure({(T, a): 100 + int(T) for T in TS for a in (0.5, 0.9)},
                                                           10_000, 130),
     "widgets.map_explorer": lambda: widgets.map_explorer(*map_args()).result,
+    "mode_fits": lambda: plots.mode_fits(torch.softmax(torch.randn(60, generator=G), 0),
+                                         {"student, forward KL": torch.full((60,), 1 / 60),
+                                          "student, reverse KL": torch.softmax(torch.randn(60, generator=G), 0)},
+                                         title="a one-bump student, a two-mode teacher"),
+    "widgets.next_byte_explorer": lambda: widgets.next_byte_explorer(byte_model(), "import ").result,
 }
 PLAYERS = {
     "temperature_player": lambda: widgets.temperature_player(Z, [1, 4], CLASSES),
     "loss_player": lambda: widgets.loss_player(Z, V, 3, [(1.0, 0.5), (4.0, 0.9)], CLASSES),
     "map_player": lambda: widgets.map_player(*map_args(), cells=[(4.0, 0.9), (1.0, 0.5)]),
+    "next_byte_player": lambda: widgets.next_byte_player(byte_model(), "import ", [0.5, 4.0]),
 }
 
 

@@ -1,5 +1,6 @@
 """kdlib.text and language models through kdlib.fit: the corpus, byte windows, a causal transformer,
 sequence batches (ignored positions, a DataLoader with a table of teacher logits, bfloat16), sampling."""
+import dataclasses
 import hashlib
 import math
 
@@ -264,3 +265,68 @@ def test_fit_with_top_k_of_every_class_trains_exactly_as_with_the_full_table():
         torch.testing.assert_close(a, b)
     assert hf.step_loss == pytest.approx(he.step_loss) and hf.step_loss != pytest.approx(h4.step_loss)
     assert all(math.isfinite(v) for v in h4.step_loss)
+
+
+# ------------------------------------------------------------------ what a language model writes
+def test_samples_draw_several_texts_at_once_each_as_it_would_alone():
+    model = small_lm(seed=3)
+    texts = text.samples(model, "def ", 20, T=1.0, count=4, generator=torch.Generator().manual_seed(1))
+    assert len(texts) == 4 and all(t.startswith("def ") for t in texts) and len(set(texts)) > 1
+    with pytest.raises(ValueError, match="count"):
+        text.samples(model, "def ", 5, count=0)
+
+
+def test_next_byte_entropy_is_8_bits_for_a_uniform_model_and_0_for_a_certain_one():
+    data = windows()
+    model = small_lm()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()  # every byte equally likely
+    assert text.next_byte_entropy(model, data) == pytest.approx(8.0)
+    with torch.no_grad():
+        model.head.bias[ord("a")] = 1e4  # always "a"
+    assert text.next_byte_entropy(model, data) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_distinct_ngrams_counts_the_share_of_n_grams_that_do_not_repeat():
+    assert text.distinct_ngrams(["abcd"], n=2) == 1.0                   # ab bc cd
+    assert text.distinct_ngrams(["aaaa", "aaaa"], n=2) == pytest.approx(1 / 6)
+    with pytest.raises(ValueError, match="at least one run of 5"):
+        text.distinct_ngrams(["abc"], n=5)
+
+
+def test_byte_names_are_one_readable_label_per_byte():
+    names = text.byte_names()
+    assert len(names) == 256 and len(set(names)) == 256
+    assert names[ord("a")] == "a" and names[ord(" ")] == "␣" and names[10] == "\\n" and names[200] == "\\xc8"
+
+
+def test_the_language_model_setup_reads_windows_the_students_a_subset_of_the_teachers(tmp_path):
+    (tmp_path / "m.py").write_bytes(TEXT * 3)
+    setup = dataclasses.replace(kd.experiments.lm_setup("smoke"), n_train=20, teacher_n_train=60)
+    corp = text.corpus(["m.py"], root=tmp_path)
+    windows_ = text.text_data(corp, setup.context, 60, setup.n_test)
+    students = setup.data(windows_)
+    assert students.x_train.shape == (20, setup.context)
+    teacher_rows = {tuple(r) for r in setup.teacher_data(windows_).x_train.tolist()}
+    assert all(tuple(r) in teacher_rows for r in students.x_train.tolist())
+    assert "windows of 32 bytes" in setup.describe()
+    cpu = kd.experiments.lm_setup("cpu")
+    assert kd.count_params(cpu.make_student()) / kd.count_params(cpu.make_teacher()) < 0.3
+
+
+def test_a_unimodal_fit_covers_two_modes_with_forward_kl_and_picks_one_with_reverse():
+    c = torch.arange(60, dtype=torch.float64)
+    bump = lambda centre, width: torch.softmax(-(c - centre) ** 2 / (2 * width**2), 0)
+    p = 0.6 * bump(16, 4) + 0.4 * bump(42, 5)
+    forward, reverse = (kd.analysis.fit_unimodal(p, d) for d in ("forward", "reverse"))
+    near = lambda q, centre: q[(c - centre).abs() <= 10].sum().item()
+    assert near(forward, 16) > 0.25 and near(forward, 42) > 0.25
+    assert near(reverse, 16) > 0.9
+    # each fit is a minimum of its own divergence: the other fit scores worse on it
+    log_p = p.log()
+    div = lambda q, d: kd.soft_divergence(log_p, q.log(), d).item()
+    assert div(forward, "forward") < div(reverse, "forward")
+    assert div(reverse, "reverse") < div(forward, "reverse")
+    with pytest.raises(ValueError, match="every entry > 0"):
+        kd.analysis.fit_unimodal(torch.tensor([1.0, 0.0]), "forward")

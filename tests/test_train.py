@@ -1,6 +1,7 @@
 """kdlib.train and kdlib.profiles on tiny problems: the loop learns, the teacher is never touched,
 the teacher's logits are computed once, checkpoints are reused, and bad setups fail clearly."""
 import copy
+import gc
 
 import pytest
 import torch
@@ -77,6 +78,29 @@ def test_teacher_logits_cache_hit_skips_the_forward_pass():
         teacher[0].weight.add_(1.0)  # a changed teacher is a miss
     kd.teacher_logits(teacher, data.x_train)
     assert sum(calls) > sum(calls[: n + 1]) + 100
+
+
+def test_a_teacher_used_between_many_other_models_stays_remembered_and_the_cache_is_bounded(monkeypatch):
+    data = blobs()
+    teacher, calls = linear(), []
+    teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    kd.teacher_logits(teacher, data.x_train)
+    students = [linear() for _ in range(20)]  # more models than any fixed count of entries
+    for student in students:
+        kd.teacher_logits(student, data.x_train)
+        kd.teacher_logits(teacher, data.x_train)  # a hit each time: the most recently used
+    assert len(calls) == 1
+    from kdlib import teacher as kt
+    entry = data.x_train.shape[0] * 3 * 4  # bytes of one table of logits (N, 3) float32
+    monkeypatch.setattr(kt, "LOGIT_CACHE_BYTES", 3 * entry)
+    kd.teacher_logits(students[0], data.x_train)
+    assert len(kt._LOGIT_CACHE) <= 3  # the least recently used went first
+    kd.teacher_logits(teacher, data.x_train)
+    assert len(calls) == 1  # the teacher, used last but one, is still there
+    del students, student
+    gc.collect()
+    kd.teacher_logits(teacher, data.x_train[:5])  # the dead students' entries go at once
+    assert all(ref() is not None for ref, _ in kt._LOGIT_CACHE.values())
 
 
 def test_cached_logits_belong_to_their_own_examples():
