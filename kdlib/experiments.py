@@ -21,7 +21,7 @@ from torch import nn
 from .data import Data, cifar10_or_standin
 from .models import (byte_transformer, cifar_large_cnn, cifar_resnet18, cifar_small_cnn, hinton_student, hinton_teacher,
                      vit_tiny_cifar)
-from .profiles import DRY_RUN_TRAIN, dry_run, pick
+from .profiles import DRY_RUN_CONTEXT, DRY_RUN_TEST, DRY_RUN_TRAIN, dry_run, pick
 from .text import corpus, text_data
 from .train import FitConfig, History, train_or_load, train_or_load_many
 
@@ -80,10 +80,11 @@ class Setup:
         n_train = self.n_train if self.teacher_n_train is None or self.n_train is None else max(
             self.n_train, self.teacher_n_train)
         if self.context is not None:
-            n_test = self.n_test
-            if dry_run():  # KDLIB_DRY_RUN: the code paths on a few windows
-                n_train, n_test = (min(n or DRY_RUN_TRAIN, DRY_RUN_TRAIN) for n in (n_train, n_test))
-            return text_data(corpus(root=root), self.context, n_train, n_test, device=device)
+            n_test, context = self.n_test, self.context
+            if dry_run():  # KDLIB_DRY_RUN: the code paths on a few short windows
+                n_train, n_test = min(n_train or DRY_RUN_TRAIN, DRY_RUN_TRAIN), min(n_test or DRY_RUN_TEST, DRY_RUN_TEST)
+                context = min(context, DRY_RUN_CONTEXT)
+            return text_data(corpus(root=root), context, n_train, n_test, device=device)
         return cifar10_or_standin(n_train, self.n_test, root=root, device=device, verbose=False)
 
     def teacher_data(self, data: Data) -> Data:

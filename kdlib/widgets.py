@@ -363,13 +363,15 @@ def _draw_next_byte(axes: Sequence[Axes], z: Tensor, T: float, names: Sequence[s
                title=f"next byte at T = {T:.2g}: the {TOP_BYTES} most likely")
     box.axis("off")
     box.text(0.0, 1.0, f"sampled at T = {T:.2g}:\n{_shown(text)}", family="monospace", va="top",
-             ha="left", fontsize=plots.MIN_FONT_SIZE, transform=box.transAxes)
+             ha="left", fontsize=plots.MIN_FONT_SIZE, transform=box.transAxes,
+             parse_math=False)  # a "$" in sampled code is a dollar sign, not mathtext
 
 
 def _shown(text: str, width: int = 70, lines: int = 9) -> str:
-    """text as the figure shows it: unprintable characters as "·", lines wrapped at width characters
-    (a monospace line at 9 points that fits the column), at most `lines` of them."""
-    text = "".join(ch if ch.isprintable() or ch == "\n" else "·" for ch in text)
+    """text as the figure shows it: characters other than printable ASCII as "·" (the font has no
+    glyph for most others), lines wrapped at width characters (a monospace line at 9 points that
+    fits the column), at most `lines` of them."""
+    text = "".join(ch if " " <= ch <= "~" or ch == "\n" else "·" for ch in text)
     wrapped = [part for line in text.split("\n") for part in (textwrap.wrap(line, width) or [""])]
     return "\n".join(wrapped[:lines])
 

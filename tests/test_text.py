@@ -330,3 +330,14 @@ def test_a_unimodal_fit_covers_two_modes_with_forward_kl_and_picks_one_with_reve
     assert div(reverse, "reverse") < div(forward, "reverse")
     with pytest.raises(ValueError, match="every entry > 0"):
         kd.analysis.fit_unimodal(torch.tensor([1.0, 0.0]), "forward")
+
+
+def test_a_dry_run_of_the_language_model_setup_reads_few_short_windows(tmp_path, monkeypatch):
+    from kdlib.profiles import DRY_RUN_CONTEXT, DRY_RUN_TEST, DRY_RUN_TRAIN
+    for name in text.CORPUS_FILES:  # the setup reads the standard library's files: here, copies of one
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(TEXT * 40)
+    monkeypatch.setenv("KDLIB_DRY_RUN", "1")
+    data = kd.experiments.lm_setup("full").load(root=tmp_path)
+    assert data.x_train.shape == (DRY_RUN_TRAIN, DRY_RUN_CONTEXT) and len(data.y_test) == DRY_RUN_TEST
+
