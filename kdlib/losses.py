@@ -48,6 +48,7 @@ __all__ = [
 
 # ---------------------------------------------------------------- input checks
 T_MIN, T_MAX = 1e-6, 1e6  # the temperatures accepted, wider than any useful one
+IGNORE_INDEX = -100       # a label that leaves its position out (torch's convention; the defaults below)
 
 
 def check_temperature(T: float, name: str = "T") -> float:

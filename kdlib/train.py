@@ -31,10 +31,8 @@ from . import distributed
 from .cache import cache_dir, discard, temporary_name, unwritable
 from .data import Data, augment_crop_flip, batch_indices
 from .keys import fingerprint, module_content
-from .losses import (check_alpha, check_divergence, check_labels, check_temperature, distillation_loss,
-                     hard_distillation_loss)
-
-IGNORE_INDEX = -100  # a label that leaves its position out of the loss and the scores (torch's convention)
+from .losses import (IGNORE_INDEX, check_alpha, check_divergence, check_labels, check_temperature,
+                     distillation_loss, hard_distillation_loss)
 from .models import device_of, eval_mode
 from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
@@ -161,10 +159,9 @@ def _test_sums(model: nn.Module, batches: Batches, precision: str) -> Tensor:
             logits = logits if stacked else logits[None]  # one model: a stack of one
             flat = logits.reshape(len(logits), -1, logits.shape[-1])  # (N, positions, C)
             labels = y.reshape(1, -1).expand(len(flat), -1)            # (N, positions)
-            keep = labels != IGNORE_INDEX
-            wrong = ((flat.argmax(-1) != labels) & keep).sum(1)
+            right, counted = hits(flat, labels, stacked=True)  # per model
             ce = F.cross_entropy(flat.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-            part = torch.stack([wrong.double(), ce.sum(1).double(), keep.sum(1).double()])
+            part = torch.stack([(counted - right).double(), ce.sum(1).double(), counted.double()])
             sums = part if sums is None else sums + part
     if sums is None:
         raise ValueError("the test set must hold at least one example, got none")

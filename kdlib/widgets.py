@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from . import losses, plots, text
-from .models import device_of
+from .models import device_of, eval_mode
 from .train import History
 from .plots import ArrayLike, _as_vector, _check_label, _check_temperatures, _class_names
 
@@ -380,8 +380,8 @@ def _next_byte_parts(model, prompt: str, n: int, seed: int):
     """(z, names, sample_at): the model's next-byte logits after prompt (V,), the bytes' names, and a
     function T -> the prompt continued by n bytes sampled at T, with a generator seeded by seed."""
     device = device_of(model)
-    with torch.no_grad():
-        z = model.eval()(text.encode(prompt)[None, -model.context:].to(device))[0, -1].float().cpu()
+    with torch.no_grad(), eval_mode(model):  # the model's own mode is put back
+        z = model(text.encode(prompt)[None, -model.context:].to(device))[0, -1].float().cpu()
 
     def sample_at(T: float) -> str:
         gen = torch.Generator(device=device).manual_seed(seed)

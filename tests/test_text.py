@@ -341,3 +341,18 @@ def test_a_dry_run_of_the_language_model_setup_reads_few_short_windows(tmp_path,
     data = kd.experiments.lm_setup("full").load(root=tmp_path)
     assert data.x_train.shape == (DRY_RUN_TRAIN, DRY_RUN_CONTEXT) and len(data.y_test) == DRY_RUN_TEST
 
+
+
+def test_hard_distillation_leaves_ignored_positions_out_of_both_terms():
+    g = torch.Generator().manual_seed(0)
+    z, v = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    y = torch.tensor([0, 1, 2, -100, 4, -100])
+    kept = y != -100
+    torch.testing.assert_close(kd.hard_distillation_loss(z, v, y, alpha=0.5),
+                               kd.hard_distillation_loss(z[kept], v[kept], y[kept], alpha=0.5))
+
+
+def test_the_next_byte_explorer_puts_the_models_mode_back():
+    model = small_lm().train()
+    kd.widgets.next_byte_explorer(model, "def ", n=5)
+    assert model.training
