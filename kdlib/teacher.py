@@ -17,7 +17,7 @@ import math
 import os
 import weakref
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -110,6 +110,11 @@ class TopKLogits:
         values, indices = logits.float().topk(k, dim=-1)
         return cls(values, indices.to(torch.int16 if C <= 32_767 else torch.int32), C)
 
+    @staticmethod
+    def index_bytes(num_classes: int) -> int:
+        """Bytes per kept index: 2 (int16) up to 32,767 classes, 4 (int32) above."""
+        return 2 if num_classes <= 32_767 else 4
+
     def __len__(self) -> int:
         return len(self.values)
 
@@ -182,7 +187,8 @@ def input_digests(dataset: Indexed, batch_size: int = 1024, num_workers: int = 0
 
 def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, num_workers: int = 0,
                 collate_fn: Optional[Callable] = None, precision: str = "auto",
-                worker_init_fn: Optional[Callable] = None) -> Tensor:
+                worker_init_fn: Optional[Callable] = None,
+                top_k: Optional[int] = None) -> Union[Tensor, TopKLogits]:
     """The teacher's logits (N, C) for every sample of dataset, read from a memory-mapped file; (N, L, C)
     for a language model's L positions (any (N, *shape) the teacher gives per sample).
 
@@ -192,6 +198,11 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
     the same file), and any later call with the same teacher and inputs reads it after one hashing
     pass over the data. Rows are read from disk as they are indexed: N x C floats never need to fit
     in memory (ImageNet's 1.28M x 1,000 would be 5.1 GB).
+
+    top_k: keep only the k largest logits of each row, a TopKLogits read from one file of
+    6·N·k bytes (values float32, then indices int16, int32 past 32,767 classes; 6·N·L·k for
+    sequences), named {key}-top{k}.bin:
+    the same key, a table 4C / 6k times smaller (10.7x at k = 16 of C = 256).
 
     Never a wrong row: a file whose size is not 4·N·C bytes (4·N·L·C) for this teacher is made again; the
     pass that makes it hashes every input again and refuses (ValueError) when an input differs from
@@ -206,15 +217,27 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
                    worker_init_fn=worker_init_fn)
     digests = input_digests(dataset, **loading)
     key = fingerprint([module_content(teacher), precision, str(device), digests])
-    path = cache_dir() / "teacher-logits" / f"{key}.f32"
     shape = (len(dataset), *_row_shape(teacher, dataset, collate_fn, precision, device))
-    # a whole table has exactly N x C float32s: a truncated or foreign file is made again
-    whole = path.exists() and path.stat().st_size == 4 * math.prod(shape)
+    C = shape[-1]
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be None (every logit) or an integer >= 1, got {top_k!r}")
+        top_k = min(top_k, C)  # k >= C keeps every logit, in the top-k layout
+    kept = shape if top_k is None else (*shape[:-1], top_k)
+    path = cache_dir() / "teacher-logits" / (f"{key}.f32" if top_k is None else f"{key}-top{top_k}.bin")
+    size = math.prod(kept) * (4 if top_k is None else 4 + TopKLogits.index_bytes(C))
+    # a whole table has exactly its size in bytes: a truncated or foreign file is made again
+    whole = path.exists() and path.stat().st_size == size
     # every process must take the same branch: the file counts as there only if all of them see it whole
     if int(distributed.all_sum(torch.tensor([int(whole)]))) < distributed.world_size():
-        _write_table(teacher, dataset, path, digests, loading, shape, precision, device)
-    # copy-on-write: the tensor is writable (no warning), but nothing written to it reaches the file
-    return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c", shape=shape))
+        _write_table(teacher, dataset, path, digests, loading, shape, precision, device, top_k)
+    # copy-on-write: the tensors are writable (no warning), but nothing written to them reaches the file
+    values = torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c", shape=kept))
+    if top_k is None:
+        return values
+    int_type = np.int16 if TopKLogits.index_bytes(C) == 2 else np.int32
+    indices = np.memmap(path, dtype=int_type, mode="c", shape=kept, offset=4 * math.prod(kept))
+    return TopKLogits(values, torch.from_numpy(indices), C)
 
 
 def _row_shape(teacher: nn.Module, dataset: Indexed, collate_fn: Optional[Callable], precision: str,
@@ -226,8 +249,9 @@ def _row_shape(teacher: nn.Module, dataset: Indexed, collate_fn: Optional[Callab
 
 
 def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tensor, loading: Dict[str, object],
-                 shape: Tuple[int, ...], precision: str, device: torch.device) -> None:
-    """Fill path with the teacher's logits (N, C) or (N, L, C), each process writing its share's rows.
+                 shape: Tuple[int, ...], precision: str, device: torch.device, top_k: Optional[int] = None) -> None:
+    """Fill path with the teacher's logits (N, C) or (N, L, C), each process writing its share's rows;
+    with top_k, the k largest of each row's logits (float32) and then their indices (int16).
 
     The processes of this run share one temporary file of their own (another run filling the same
     table at the same time has another); it is renamed to path when every share is written.
@@ -238,18 +262,31 @@ def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tens
         if distributed.is_main():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                reserve(tmp, 4 * math.prod(shape))  # the file at its full size, every block on disk
+                per_value = 4 if top_k is None else 4 + TopKLogits.index_bytes(shape[-1])
+                kept = math.prod(shape) if top_k is None else math.prod(shape[:-1]) * top_k
+                reserve(tmp, kept * per_value)  # the file at its full size, every block on disk
             except OSError as e:
                 made, error = False, e
         if int(distributed.all_sum(torch.tensor([int(made)]))) < distributed.world_size():
             raise error if distributed.is_main() else OSError(f"rank 0 could not make {tmp}")
-        table = np.memmap(tmp, dtype=np.float32, mode="r+", shape=shape)
+        kept = shape if top_k is None else (*shape[:-1], top_k)
+        table = np.memmap(tmp, dtype=np.float32, mode="r+", shape=kept)
+        int_type = np.int16 if TopKLogits.index_bytes(shape[-1]) == 2 else np.int32
+        where = None if top_k is None else np.memmap(tmp, dtype=int_type, mode="r+", shape=kept,
+                                                     offset=4 * math.prod(kept))
         changed = 0
         for x, _, idx in _my_share(dataset, loading):
             changed += int((_row_digests(x) != digests[idx]).any(1).sum())
-            table[idx.numpy()] = frozen_forward(teacher, x.to(device), len(x), precision).cpu().numpy()
-        table.flush()
-        del table
+            logits = frozen_forward(teacher, x.to(device), len(x), precision).float()
+            if top_k is None:
+                table[idx.numpy()] = logits.cpu().numpy()
+            else:
+                best = TopKLogits.from_logits(logits, top_k)
+                table[idx.numpy()], where[idx.numpy()] = best.values.cpu().numpy(), best.indices.cpu().numpy()
+        for part in (table, where):
+            if part is not None:
+                part.flush()
+        del table, where
         changed = int(distributed.all_sum(torch.tensor([changed])))
         if changed:
             raise ValueError(f"{changed} of {shape[0]} inputs of the data set differed between two reads (a "

@@ -19,20 +19,22 @@ import math
 import platform
 import sysconfig
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Data
-from .losses import check_temperature, softmax_t
+from .decoding import generate, written_windows
 from .models import check_positive_int, device_of, eval_mode
 from .train import evaluate
 
 __all__ = ["CORPUS_FILES", "Corpus", "corpus", "to_sequences", "text_data", "encode", "decode", "samples",
-           "sample", "byte_names", "bits_per_character", "next_byte_entropy", "distinct_ngrams"]
+           "sample", "rewrite", "Judged", "judged_bits", "byte_names", "bits_per_character",
+           "next_byte_entropy", "distinct_ngrams"]
 
 # modules that every CPython since 3.8 ships as one file, about 1.5 MB together
 CORPUS_FILES = (
@@ -139,36 +141,64 @@ def decode(tokens: Tensor) -> str:
     return bytes(tokens.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
 
 
-@torch.no_grad()
 def samples(model: nn.Module, prompt: Union[str, bytes], n: int, T: float = 1.0, count: int = 1,
             generator: Optional[torch.Generator] = None) -> List[str]:
-    """count texts, each the prompt followed by n bytes drawn from the model one at a time.
-
-    Each step feeds the last `context` bytes of every text at once, (count, <= context), takes the
-    logits z of the last position and draws each text's next byte from softmax(z / T): T < 1
-    sharpens towards the most likely byte, T > 1 flattens. generator: a torch.Generator on the
-    model's device, for samples that repeat.
+    """count texts, each the prompt followed by n bytes drawn from the model one at a time
+    (kdlib.decoding.generate): each byte from softmax(z / T) of the logits z after the text so far;
+    T < 1 sharpens towards the most likely byte, T > 1 flattens. generator: a torch.Generator on
+    the model's device, for samples that repeat.
     """
-    T = check_temperature(T)
-    n, count = check_positive_int(n, "n"), check_positive_int(count, "count")
-    device = device_of(model)
-    tokens = encode(prompt).to(device)
+    count = check_positive_int(count, "count")
+    tokens = encode(prompt)
     if len(tokens) == 0:
         raise ValueError("prompt must hold at least one byte to continue from")
-    tokens = tokens.expand(count, -1)                   # (count, L)
-    context = getattr(model, "context", tokens.shape[1] + n)
-    with eval_mode(model):
-        for _ in range(n):
-            logits = model(tokens[:, -context:])[:, -1]  # (count, V): each text's next byte
-            nxt = torch.multinomial(softmax_t(logits.float(), T), 1, generator=generator)
-            tokens = torch.cat([tokens, nxt], dim=1)
-    return [decode(t) for t in tokens.cpu()]
+    return [decode(t) for t in generate(model, tokens.expand(count, -1), n, T, generator).cpu()]
 
 
 def sample(model: nn.Module, prompt: Union[str, bytes], n: int, T: float = 1.0,
            generator: Optional[torch.Generator] = None) -> str:
     """The prompt followed by n bytes drawn from the model, as text: samples(...) with count=1."""
     return samples(model, prompt, n, T, 1, generator)[0]
+
+
+def rewrite(writer: nn.Module, data: Data, prompt: int, T: float = 1.0, seed: int = 0) -> Data:
+    """data with every training window rewritten by writer after its first `prompt` bytes
+    (written_windows): the training text of sequence-level distillation (Kim & Rush, 2016), where the
+    teacher writes what the student reads. The test (validation) windows stay the corpus's own."""
+    gen = torch.Generator(device_of(writer)).manual_seed(seed)
+    x, y = written_windows(writer, data.x_train, data.y_train, prompt, T, gen)
+    return replace(data, x_train=x, y_train=y,
+                   source=f"{data.source}; bytes {prompt}.. of each window written by a model at T={T} "
+                          f"(seed {seed})")
+
+
+class Judged(NamedTuple):
+    bits: float         # the judge's mean cross entropy on the written bytes, bits per byte
+    texts: List[str]    # what the writer wrote, one text per window (its prompt left out)
+
+
+@torch.no_grad()
+def judged_bits(judge: nn.Module, writer: nn.Module, data: Data, prompt: int, T: float = 1.0,
+                n: Optional[int] = None, seed: int = 0) -> Judged:
+    """How likely the judge finds what the writer writes: the writer continues the first `prompt`
+    bytes of data's first n validation windows (all: None) to the window's end, and the judge's
+    cross entropy on the written bytes, -mean log2 p_judge(byte | text before it), is the score.
+
+    With a teacher as judge, it scores a student's own text the way on-policy distillation trains
+    it (and a judge's score of its own writing at T = 1 is about its entropy per byte). A low score
+    alone can be bought by repeating a likely phrase: read it beside distinct_ngrams(texts).
+    """
+    x, y = data.x_test[:n], data.y_test[:n]
+    gen = torch.Generator(device_of(writer)).manual_seed(seed)
+    xs, ys = written_windows(writer, x, y, prompt, T, gen)
+    total, count = 0.0, 0
+    with eval_mode(judge):
+        for i in range(0, len(xs), 256):
+            logits = judge(xs[i: i + 256].to(device_of(judge))).double()[:, prompt - 1:]  # written bytes
+            target = ys[i: i + 256, prompt - 1:].to(logits.device)
+            total += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum").item()
+            count += target.numel()
+    return Judged(total / count / math.log(2), [decode(row[prompt - 1:]) for row in ys.cpu()])
 
 
 def byte_names() -> List[str]:

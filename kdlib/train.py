@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .cache import cache_dir, discard, temporary_name, unwritable
 from .data import Data, augment_crop_flip, batch_indices
+from .decoding import written_windows
 from .keys import fingerprint, module_content
 from .losses import (IGNORE_INDEX, check_alpha, check_divergence, check_labels, check_temperature,
                      distillation_loss, hard_distillation_loss)
@@ -62,6 +63,8 @@ class FitConfig:
     divergence: str = "forward"     # the soft term: "forward" KL, "reverse" KL or "jsd" (kdlib.losses)
     beta: Optional[float] = None    # "jsd" only: the teacher's weight in the mixture (default 0.5)
     top_k: Optional[int] = None     # keep only the teacher's k largest logits per position (TopKLogits)
+    prompt: Optional[int] = None    # sequences: the first `prompt` tokens are given, not scored
+    on_policy: float = 0.0          # GKD's lambda: the share of batches whose text the student writes
     augment: bool = False           # random crop + flip on the device (CIFAR)
     eval_each_epoch: bool = True    # test accuracy after every epoch (else only at the end)
     precision: str = "auto"         # "fp32", "bf16", "fp16" or "auto" (see resolve_precision)
@@ -94,6 +97,18 @@ class FitConfig:
             if self.augment:
                 raise ValueError("top_k keeps a table of the teacher's logits on fixed inputs; with "
                                  "augment=True the teacher runs on every batch: leave top_k None")
+        if self.prompt is not None and (isinstance(self.prompt, bool) or not isinstance(self.prompt, int)
+                                        or self.prompt < 1):
+            raise ValueError(f"prompt must be None or an integer >= 1 (tokens given before the scored "
+                             f"ones), got {self.prompt!r}")
+        if isinstance(self.on_policy, bool) or not isinstance(self.on_policy, Real) \
+                or not 0 <= self.on_policy <= 1:
+            raise ValueError(f"on_policy must be a number in [0, 1] (the share of batches the student "
+                             f"writes), got {self.on_policy!r}")
+        if self.on_policy > 0 and (self.prompt is None or self.alpha != 1 or self.hard_distillation):
+            raise ValueError("on_policy > 0 needs a prompt (the student writes what follows it) and "
+                             "alpha=1 with the soft loss: on the student's own text the labels are its "
+                             "own draws, and only the teacher's distribution says what is right")
 
 
 @dataclass
@@ -278,7 +293,7 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
                  top_k: Optional[int] = None) -> Union[Tensor, TopKLogits, None]:
     """The teacher's logits (N, C) for every training input, read by index during training, or None
     when the data offers no index (then the teacher runs on every batch). top_k: only the k largest
-    at each position, a TopKLogits that reads like the full table (a Data only).
+    at each position, a TopKLogits that reads like the full table.
 
     A Data: teacher_logits, in memory (on several processes each computes its strided share).
     A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache, read
@@ -288,13 +303,15 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
         n = len(data.y_train)
         full = distributed.gather_rows(teacher_logits(teacher, distributed.shard(data.x_train), precision=precision), n)
         return full if top_k is None else TopKLogits.from_logits(full, min(top_k, full.shape[-1]))
-    if top_k is not None:
-        raise ValueError("top_k keeps the teacher's logits of a kdlib Data; for a DataLoader leave it None")
     dataset = getattr(data, "dataset", None)
     if isinstance(dataset, Indexed):
         return logit_table(teacher, dataset, batch_size=max(getattr(data, "batch_size", None) or 1, 256),
                            num_workers=getattr(data, "num_workers", 0), collate_fn=getattr(data, "collate_fn", None),
-                           precision=precision, worker_init_fn=getattr(data, "worker_init_fn", None))
+                           precision=precision, worker_init_fn=getattr(data, "worker_init_fn", None),
+                           top_k=top_k)
+    if top_k is not None:
+        raise ValueError("top_k keeps a table of the teacher's logits, read by index: give a kdlib Data or "
+                         "a DataLoader over kd.Indexed(dataset)")
     return None
 
 
@@ -345,6 +362,9 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     Loss per batch: cross entropy with the labels alone; with a teacher, distillation_loss(z, v, y,
     cfg.T, cfg.alpha) on its logits v (or hard_distillation_loss when cfg.hard_distillation), or
     loss_fn(z, v, y) when given (z, v: (B, C) logits, y: (B,) labels; e.g. a loss with a known bug).
+    Sequences with cfg.prompt: only the tokens after each window's first cfg.prompt are scored, and
+    with cfg.on_policy = lambda the student writes them itself on that share of the batches, the
+    teacher scoring every token of the student's own text (GKD; see prompted_batch).
     The teacher stays in eval mode under no_grad and is never changed. Its logits come from a table
     made once (fixed_logits) on fixed inputs, from a pass per batch with cfg.augment.
     If the loss or the weights stop being finite, fit puts back the weights the model had before
@@ -369,12 +389,15 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         if len(teachers) != len(models):
             raise ValueError(f"teacher must be one model or a list of one per model ({len(models)}), "
                              f"got {len(teachers)}")
-        if not isinstance(data, Data) or loss_fn is not None or distributed.active():
-            raise ValueError("models train together from a kdlib Data, with kdlib's losses, in one process: "
-                             "train them one at a time for a DataLoader, a loss_fn or torchrun")
+        if not isinstance(data, Data) or loss_fn is not None or distributed.active() or cfgs[0].on_policy:
+            raise ValueError("models train together from a kdlib Data, with kdlib's losses, in one process, "
+                             "on text they do not write: train them one at a time for a DataLoader, a "
+                             "loss_fn, torchrun or on_policy > 0")
     elif isinstance(cfg, (list, tuple)):
         raise TypeError("cfg must be a FitConfig for one model (a list of them goes with a list of models)")
     cfg = cfgs[0]  # the settings the models share
+    if cfg.on_policy and teacher is None:
+        raise ValueError("on_policy > 0 needs a teacher: it scores the text the student writes")
     if loss_fn is not None and teacher is None:
         raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
     if not any(True for _ in models[0].parameters()):
@@ -382,7 +405,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     in_memory = isinstance(data, Data)
     if in_memory:
         for m, t in zip(models, teachers):
-            check_fit_inputs(m, data.x_train, data.y_train, data.num_classes, t)
+            check_prompt(cfg, check_fit_inputs(m, data.x_train, data.y_train, data.num_classes, t)[1])
         test = data if test is None else test
         if cfg.batch_size < distributed.world_size():
             raise ValueError(f"cfg.batch_size ({cfg.batch_size}) is the global batch, split between the "
@@ -426,6 +449,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         nonlocal labels
         if labels is None:
             labels = check_fit_inputs(model, x, y, None, teacher, name="the labels of data's first batch")
+            check_prompt(cfg, labels[1])
         else:
             check_batch(x, y, labels[0], "the labels of a batch of data", labels[1])
 
@@ -441,6 +465,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         scores = test_score(net if together else model, test, precision)
         return scores if together else [scores]
 
+    writing = torch.Generator(device).manual_seed(cfg.seed)  # the student's draws (on_policy)
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = not cfg.augment
     tables = {id(t): fixed_logits(t, data, precision, cfg.top_k) for t in teachers if t is not None and fixed}
@@ -451,6 +476,8 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         for x, y, idx, weight in batches(epoch):
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
+            if cfg.prompt is not None:  # GKD: a prompt, then text by the corpus or by the student
+                x, y, idx = prompted_batch(model, x, y, idx, cfg, gen, writing)
             with autocast(device, precision):
                 z = net(x, each=True) if together else net(x)  # (N, B, C) or (B, C)
             # the labels were checked before the batch moved: no per-step checks on the device (each syncs a GPU)
@@ -461,8 +488,8 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
                 v = None
                 if teacher is not None:
                     # from the table; augmented inputs, or batches without an index: a pass per batch
-                    v = cached[0][idx].to(device) if cached[0] is not None else frozen_forward(
-                        teacher, x, len(x), precision)
+                    v = cached[0][idx].to(device) if cached[0] is not None and idx is not None else \
+                        frozen_forward(teacher, x, len(x), precision)
                 loss = batch_loss(z, y, v, cfg, loss_fn)
             opt.zero_grad(set_to_none=True)
             # weight: this process's share of the global batch (1 on one process)
@@ -503,6 +530,28 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     for hist in hists:
         hist.seconds = seconds
     return hists if together else hists[0]
+
+
+def check_prompt(cfg: FitConfig, positions: Tuple[int, ...]) -> None:
+    """cfg.prompt must leave a position to score in sequences of positions (L,); a ValueError otherwise."""
+    if cfg.prompt is not None and not (len(positions) == 1 and cfg.prompt <= positions[0]):
+        raise ValueError(f"cfg.prompt ({cfg.prompt}) must be at most the sequences' length (labels of "
+                         f"shape (B, L), L = {positions[0] if positions else 'none: not sequences'})")
+
+
+def prompted_batch(student: nn.Module, x: Tensor, y: Tensor, idx: Optional[Tensor], cfg: FitConfig,
+                   gen: torch.Generator, writing: torch.Generator) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """A batch of sequences x, y (B, L) as GKD (Agarwal et al., 2024) sees it: the first cfg.prompt
+    tokens are the prompt, whose labels (positions 0 .. prompt - 2) become IGNORE_INDEX; the tokens
+    after it are the output, scored. With probability cfg.on_policy (drawn from gen) the student
+    writes the output itself at T = 1 (kdlib.decoding.written_windows, with the writing generator),
+    and the index becomes None: the teacher must read this new text (a pass, not the table)."""
+    if cfg.on_policy and float(torch.rand((), generator=gen)) < cfg.on_policy:
+        x, y = written_windows(student, x, y, cfg.prompt, 1.0, writing, batch_size=len(x))
+        idx = None
+    y = y.clone()
+    y[..., : cfg.prompt - 1] = IGNORE_INDEX
+    return x, y, idx
 
 
 def hits(z: Tensor, y: Tensor, stacked: bool = False) -> Tuple[Tensor, Tensor]:

@@ -332,3 +332,60 @@ def test_the_table_pass_keeps_the_loaders_worker_init_fn(tmp_path, monkeypatch):
                         worker_init_fn=ready_worker, multiprocessing_context="fork")
     kd.fit(mlp(), loader, kd.FitConfig(epochs=1), teacher=mlp(seed=3), progress=False, test=data)
     assert len(list((tmp_path / "teacher-logits").glob("*.f32"))) == 1
+
+
+# ------------------------------------------------------------------ the top k of each row, on disk
+def test_a_top_k_table_on_disk_holds_each_rows_k_largest_logits_in_6_bytes_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    x, y = torch.randn(200, 8), torch.randint(0, 40, (200,))
+    teacher = nn.Linear(8, 40)
+    dataset = kd.Indexed(TensorDataset(x, y))
+    full = kd.frozen_forward(teacher, x)
+    table = kd.logit_table(teacher, dataset, batch_size=64, top_k=5)
+    [path] = (tmp_path / "teacher-logits").glob("*-top5.bin")
+    assert path.stat().st_size == 200 * 5 * (4 + 2) and table.nbytes == path.stat().st_size
+    values, where = full.topk(5, dim=-1)  # independent: torch's top k of the full logits
+    torch.testing.assert_close(table.values, values)
+    assert torch.equal(table.indices.long(), where)
+    dense = table[torch.tensor([3, 7])]  # reads as logits: the k in place, -inf elsewhere
+    assert (dense.isfinite().sum(-1) == 5).all()
+    torch.testing.assert_close(dense.gather(-1, where[[3, 7]]), values[[3, 7]])
+    # the same key, another file: the full table is separate, and each is made once
+    assert kd.logit_table(teacher, dataset, top_k=5).values.shape == (200, 5)
+    assert kd.logit_table(teacher, dataset).shape == (200, 40)
+    assert len(list((tmp_path / "teacher-logits").iterdir())) == 2
+    with pytest.raises(ValueError, match="top_k must be None"):
+        kd.logit_table(teacher, dataset, top_k=0)
+
+
+def test_a_truncated_top_k_table_is_made_again_not_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = blobs(n_train=300), mlp(seed=3)
+    dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+    kd.logit_table(teacher, dataset, top_k=2)
+    [path] = (tmp_path / "teacher-logits").glob("*-top2.bin")
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 6)
+    table = kd.logit_table(teacher, dataset, top_k=2)
+    assert path.stat().st_size == 300 * 2 * 6
+    torch.testing.assert_close(table.values, kd.frozen_forward(teacher, data.x_train).topk(2).values)
+
+
+def test_fit_from_a_dataloader_with_a_top_k_of_every_class_trains_as_with_the_full_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = blobs(), mlp(seed=3)
+    dataset = kd.Indexed(TensorDataset(data.x_train, data.y_train))
+    runs = []
+    for top_k in (None, 3, 1):
+        student = mlp(seed=4)
+        loader = DataLoader(dataset, batch_sampler=SameOrder(96, 32, seed=0))
+        cfg = kd.FitConfig(epochs=2, lr=0.05, T=2.0, alpha=0.5, top_k=top_k)
+        runs.append((student, kd.fit(student, loader, cfg, teacher=teacher, test=data, progress=False)))
+    (full, hf), (every, he), (one, h1) = runs
+    for a, b in zip(full.parameters(), every.parameters()):
+        torch.testing.assert_close(a, b)
+    assert hf.step_loss == pytest.approx(he.step_loss) and hf.step_loss != pytest.approx(h1.step_loss)
+    kinds = sorted(p.name.split("-")[-1] if "-top" in p.name else "full"
+                   for p in (tmp_path / "teacher-logits").iterdir())
+    assert kinds == ["full", "top1.bin", "top3.bin"]

@@ -356,3 +356,109 @@ def test_the_next_byte_explorer_puts_the_models_mode_back():
     model = small_lm().train()
     kd.widgets.next_byte_explorer(model, "def ", n=5)
     assert model.training
+
+
+# ------------------------------------------------------------------ whose text: prompts, on-policy, rewriting
+def certain_of(byte, seed=0, dim=16):
+    """A model that puts all its mass on one byte, whatever it reads."""
+    model = small_lm(seed=seed, dim=dim)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-30.0)
+        model.head.bias[byte] = 30.0
+    return model
+
+
+def test_a_prompt_leaves_its_positions_out_of_the_loss_as_labels_of_minus_100_would():
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    masked = dataclasses.replace(data, y_train=data.y_train.clone())
+    masked.y_train[:, :5] = -100  # positions 0..4 predict prompt bytes 1..5
+    runs = []
+    for d, prompt in ((data, 6), (masked, None)):
+        student = small_lm(seed=2, dim=8)
+        cfg = kd.FitConfig(epochs=1, batch_size=16, optimizer="adamw", lr=1e-2, T=2.0, alpha=0.7, prompt=prompt)
+        runs.append((student, kd.fit(student, d, cfg, teacher=teacher, progress=False)))
+    (a, ha), (b, hb) = runs
+    assert ha.step_loss == pytest.approx(hb.step_loss)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_on_policy_batches_are_the_students_own_text_and_the_teacher_reads_that_text(monkeypatch):
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    written, seen = [], []
+    real = kd.train.written_windows
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        written.append(out)
+        return out
+
+    def loss(z, v, y):  # the soft term only, and a record of what the teacher gave
+        seen.append((v.detach(), y.clone()))
+        return kd.distillation_loss(z, v, y, T=1.0, alpha=1.0, check=False)
+
+    monkeypatch.setattr(kd.train, "written_windows", spy)
+    for share, expect in ((0.0, 0), (1.0, 3), (0.5, None)):
+        written.clear(), seen.clear()
+        cfg = kd.FitConfig(epochs=1, batch_size=16, optimizer="adamw", lr=1e-2, T=1.0, alpha=1.0, prompt=10,
+                           on_policy=share)
+        kd.fit(small_lm(seed=2, dim=8), data, cfg, teacher=teacher, progress=False, loss_fn=loss)
+        assert len(seen) == 3 and all((y[:, :9] == -100).all() and (y[:, 9:] >= 0).all() for _, y in seen)
+        if expect is not None:
+            assert len(written) == expect
+    # seed 0's draws at lambda = 0.5: some batches written, some not, and each written batch's
+    # teacher logits are the teacher's on the student's text, not the corpus's
+    assert 0 < len(written) < 3
+    matched = 0
+    for v, labels in seen:
+        mine = [x for x, y in written if torch.equal(y[:, 9:], labels[:, 9:])]
+        if mine:
+            matched += 1
+            torch.testing.assert_close(v, kd.frozen_forward(teacher, mine[0]))
+    assert matched == len(written)
+
+
+def test_on_policy_needs_a_prompt_alpha_1_a_teacher_and_one_model_at_a_time():
+    data = windows()
+    for bad in (dict(on_policy=0.5), dict(on_policy=0.5, prompt=4, alpha=0.9), dict(on_policy=1.5, prompt=4),
+                dict(prompt=0), dict(on_policy=0.5, prompt=4, alpha=1.0, hard_distillation=True)):
+        with pytest.raises(ValueError, match="on_policy|prompt"):
+            kd.FitConfig(**bad)
+    cfg = kd.FitConfig(epochs=1, batch_size=16, alpha=1.0, prompt=4, on_policy=0.5)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        kd.fit(small_lm(), data, cfg, progress=False)
+    with pytest.raises(ValueError, match="on_policy > 0"):
+        kd.fit([small_lm(), small_lm(seed=1)], data, [cfg, dataclasses.replace(cfg, seed=1)],
+               teacher=small_lm(seed=2), progress=False)
+    with pytest.raises(ValueError, match=r"cfg.prompt \(17\) must be at most the sequences' length"):
+        kd.fit(small_lm(), data, dataclasses.replace(cfg, prompt=17), teacher=small_lm(seed=2), progress=False)
+
+
+def test_on_policy_distillation_trains_from_a_dataloader_with_the_table_for_the_corpus_batches(tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    loader = DataLoader(kd.Indexed(TensorDataset(data.x_train, data.y_train)), batch_size=16, shuffle=True)
+    cfg = kd.FitConfig(epochs=2, optimizer="adamw", lr=1e-2, T=1.0, alpha=1.0, prompt=8, on_policy=0.5)
+    hist = kd.fit(small_lm(seed=2, dim=8), loader, cfg, teacher=teacher, test=data, progress=False)
+    assert all(math.isfinite(v) for v in hist.step_loss) and len(hist.step_loss) == 6
+
+
+def test_rewrite_lets_the_teacher_write_the_training_windows_after_the_prompt():
+    data = windows()
+    rewritten = text.rewrite(certain_of(ord("z")), data, prompt=4, seed=0)
+    assert torch.equal(rewritten.x_train[:, :4], data.x_train[:, :4])
+    assert (rewritten.x_train[:, 4:] == ord("z")).all() and (rewritten.y_train[:, 3:] == ord("z")).all()
+    assert torch.equal(rewritten.x_test, data.x_test) and "written by a model at T=1.0" in rewritten.source
+
+
+def test_judged_bits_are_0_for_text_the_judge_is_sure_of_and_8_for_a_uniform_judge():
+    data = windows()
+    writer = certain_of(ord("q"))
+    sure = text.judged_bits(certain_of(ord("q"), seed=1), writer, data, prompt=6)
+    assert sure.bits == pytest.approx(0.0, abs=1e-6) and sure.texts[0] == "q" * 11 and len(sure.texts) == 16
+    uniform = certain_of(0, seed=2)
+    with torch.no_grad():
+        uniform.head.bias.zero_()  # every byte's logit 0: p = 1/256, 8 bits
+    assert text.judged_bits(uniform, small_lm(seed=3), data, prompt=6, n=5).bits == pytest.approx(8.0)
