@@ -15,7 +15,7 @@ from .losses import (check_alpha, check_labels, check_logits, check_pair, check_
 from .teacher import teacher_logits
 from .train import FitConfig, History, initial_model
 
-__all__ = ["fit_unimodal", "class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
+__all__ = ["fit_unimodal", "top_k_mass", "class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
            "teacher_share", "student_report", "format_reports"]
 
 
@@ -270,3 +270,23 @@ def fit_unimodal(p: Tensor, divergence: str, steps: int = 1000, lr: float = 0.05
         opt.step()
     return q().exp().detach()
 
+
+@torch.no_grad()
+def top_k_mass(logits: Tensor, ks: Sequence[int], T: float = 1.0, batch: int = 4096) -> List[float]:
+    """The teacher's probability that its k largest logits hold, on average over the rows, for each k:
+
+        mass(k) = mean over rows of  sum_{c in top k} softmax(v / T)_c
+
+    logits: (..., C), every row a position (an image, or a token of a text); batch rows at a time.
+    The share of the distillation target that a table of the top k keeps (kdlib.TopKLogits drops
+    the rest and renormalises)."""
+    T = check_temperature(T)
+    C = logits.shape[-1]
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= C for k in ks):
+        raise ValueError(f"ks must be integers in [1, {C}] (the number of classes), got {list(ks)!r}")
+    rows = logits.reshape(-1, C)
+    totals = torch.zeros(len(ks), dtype=torch.float64)
+    for i in range(0, len(rows), batch):
+        cumulative = softmax_t(rows[i: i + batch].double(), T).sort(-1, descending=True).values.cumsum(-1)
+        totals += cumulative[:, [k - 1 for k in ks]].sum(0)
+    return (totals / len(rows)).tolist()

@@ -79,15 +79,21 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
     return float(alpha)
 
 
-def check_logits(x: Tensor, name: str) -> Tensor:
-    """Raise unless x is a floating-point tensor with at least one dimension and no NaN/inf."""
+def check_logits(x: Tensor, name: str, minus_inf: bool = False) -> Tensor:
+    """Raise unless x is a floating-point tensor with at least one dimension and no NaN/inf; with
+    minus_inf=True, -inf is allowed (a class with probability 0, as in a top-k table) as long as
+    every row keeps a finite logit."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"{name} must have a class dimension of size >= 1, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if minus_inf:
+        if torch.isnan(x).any() or (x == float("inf")).any() or not torch.isfinite(x).any(-1).all():
+            raise ValueError(f"{name} must hold no NaN or +inf, and a finite logit in every row "
+                             f"(-inf is allowed: a class with probability 0)")
+    elif not torch.isfinite(x).all():
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return x
 
@@ -117,7 +123,7 @@ def check_pair(student_logits: Tensor, teacher_logits: Tensor, sequences: bool =
     """Raise unless both logits are valid, 2-D (B, C) with B >= 1, and of the same shape; with
     sequences=True, (..., C) with at least two dimensions, e.g. (B, L, C)."""
     check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
+    check_logits(teacher_logits, "teacher_logits", minus_inf=True)
     if student_logits.ndim != 2 and not (sequences and student_logits.ndim > 2):
         shape = "(B, C) or (B, L, C)" if sequences else "(B, C)"
         raise ValueError(f"student_logits must have shape {shape}, got {tuple(student_logits.shape)}")
@@ -277,6 +283,10 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor,
     beta = check_divergence(divergence, beta)
     if check:
         check_pair(student_logits, teacher_logits, sequences=True)
+        if divergence == "reverse" and torch.isinf(teacher_logits).any():
+            raise ValueError("teacher_logits hold -inf (a class with probability 0), where KL(q || p) "
+                             "is infinite: use divergence='forward' or 'jsd', or a top-k table with "
+                             "tail='spread'")
     C = student_logits.shape[-1]
     # the loss's dtype: float32 for float16/bfloat16 logits, float64 for float64 ones
     dtype = torch.promote_types(torch.result_type(student_logits, teacher_logits), torch.float32)

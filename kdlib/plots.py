@@ -32,7 +32,7 @@ from . import losses
 
 __all__ = ["bars", "temperatures", "targets", "gradient_bars", "gradient_scaling", "digit_soft_targets", "similarity",
            "curves", "batch_accuracy", "augmentations", "heatmap", "gain_vs_size", "gain_vs_lead", "confusion_matrix",
-           "confusion_matrices", "mode_fits"]
+           "confusion_matrices", "mode_fits", "top_k_tradeoff", "score_pairs"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -762,3 +762,57 @@ def mode_fits(p: ArrayLike, fits: "dict", title: str = "") -> Figure:
         ax.set_title(title, fontsize=MIN_FONT_SIZE + 1)
     return fig
 
+
+def top_k_tradeoff(ks: Sequence[int], mass: "dict", sizes: "dict", bits: "dict",
+                   scratch: Optional[float] = None) -> Figure:
+    """Two panels: what a top-k table keeps, and what a student distilled from it scores.
+
+    Left: mass[label] (one value per k of ks), the teacher's probability in its top k at a
+    temperature (kdlib.analysis.top_k_mass), against k. Right: for each table, label -> bytes per
+    position (sizes) and the validation bits per character of its students (bits: label -> one per
+    seed, dots; their mean, a bar), bytes on a log axis; scratch, the students without a teacher,
+    as a dashed line."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.0), layout="constrained")
+    for (label, values), color in zip(mass.items(), [BAR_COLOR, HIGHLIGHT_COLOR, "tab:green"]):
+        left.plot(list(ks), list(values), "o-", color=color, lw=1.8, ms=4, label=label)
+    left.set_xscale("log", base=2)
+    ticks = [k for k in (1, 4, 16, 64, 256, 1024, 4096) if min(ks) <= k <= max(ks)]
+    left.set_xticks(ticks, [str(k) for k in ticks])
+    left.set_xlabel("k, logits kept per position")
+    left.set_ylabel("teacher's mass in its top k")
+    left.set_ylim(0, 1.02)
+    left.legend(frameon=False, fontsize=MIN_FONT_SIZE, loc="lower right")
+    for label, per_seed in bits.items():
+        x, middle = sizes[label], float(np.mean(per_seed))
+        right.plot([x] * len(per_seed), list(per_seed), "o", color=BAR_COLOR, ms=4, alpha=0.7)
+        right.plot([x * 0.8, x * 1.25], [middle] * 2, color="black", lw=2)
+        right.annotate(label, (x * 1.3, middle), textcoords="offset points", xytext=(2, 0), ha="left",
+                       va="center", fontsize=MIN_FONT_SIZE)
+    if scratch is not None:
+        right.axhline(scratch, color="0.5", ls="--", lw=1)
+        right.annotate("no teacher", (min(sizes.values()), scratch), textcoords="offset points",
+                       xytext=(0, 4), fontsize=MIN_FONT_SIZE, color="0.4")
+    right.set_xscale("log")
+    right.set_xlim(min(sizes.values()) / 2.5, max(sizes.values()) * 12)  # room for the labels
+    right.set_xlabel("bytes per position in the table")
+    right.set_ylabel("validation bits per character")
+    return fig
+
+
+def score_pairs(points: "dict", xlabel: str, ylabel: str, title: str = "") -> Figure:
+    """Models as points on two scores: points[label] is a list of (x, y), one per seed, drawn as
+    small dots with their mean as a large marker and the label beside it. Lower-left is better
+    when both scores are costs (bits per character, say)."""
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 3.6), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, pairs), color in zip(points.items(), colors * 3):
+        xs, ys = zip(*pairs)
+        ax.plot(xs, ys, "o", color=color, ms=4, alpha=0.6)
+        mx, my = float(np.mean(xs)), float(np.mean(ys))
+        ax.plot([mx], [my], "D", color=color, ms=8, mec="black", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=MIN_FONT_SIZE, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        ax.set_title(title, fontsize=MIN_FONT_SIZE + 1)
+    return fig

@@ -85,30 +85,47 @@ class TopKLogits:
 
     values (N, ..., k) float32 and indices (N, ..., k) int16 (int32 when C > 32,767): 6k bytes per
     position against 4C for the full table, 10.7x fewer at k = 16 of C = 256. It reads like the full
-    table: table[idx] gives (B, ..., C) logits, the k kept values in their places and -inf in every
-    other, so that softmax(v / T) spreads the teacher's mass over its k classes only, renormalised:
+    table: table[idx] gives (B, ..., C) logits, the k kept values in their places. What the other
+    C - k classes read, the tail:
 
-        p_c = exp(v_c / T) / sum_{j in top k} exp(v_j / T)   for c in the top k, 0 elsewhere.
-
-    The rest of the mass is dropped, not spread: the forward KL then asks nothing of the student's
-    other classes but what the hard term asks (and KL(q || p) is infinite wherever the student
-    puts mass outside the k: FitConfig refuses top_k with divergence="reverse").
+    tail="drop": -inf, so that softmax(v / T) spreads the teacher's mass over its k classes only,
+        p_c = exp(v_c / T) / sum_{j in top k} exp(v_j / T) for c in the top k, 0 elsewhere.
+        The kept teacher is sharper than the real one, and the forward KL pushes every other class
+        down (its gradient there is T·q_c, the student's own probability, since p_c = 0): a student
+        learns to give ~0 to what the teacher ranks below k, and pays for it wherever such a class
+        happens. KL(q || p) is infinite there: FitConfig refuses reverse KL with a dropped tail.
+    tail="spread": one more float32 per position, rest (N, ...), the tail's mean logit in the
+        log-sum-exp sense, u = log( sum_{c not in top k} exp(v_c) / (C - k) ), read in every
+        other place: at T = 1 the tail keeps its total mass exactly, spread evenly over its
+        classes (at other T approximately), and no class has probability 0. 6k + 4 bytes.
     """
 
-    def __init__(self, values: Tensor, indices: Tensor, num_classes: int):
+    TAILS = ("drop", "spread")
+
+    def __init__(self, values: Tensor, indices: Tensor, num_classes: int, rest: Optional[Tensor] = None):
         if values.shape != indices.shape or indices.is_floating_point():
             raise ValueError(f"values and indices must have one shape, indices integers; got {tuple(values.shape)} "
                              f"{values.dtype} and {tuple(indices.shape)} {indices.dtype}")
-        self.values, self.indices, self.num_classes = values, indices, num_classes
+        if rest is not None and rest.shape != values.shape[:-1]:
+            raise ValueError(f"rest must have one value per position, shape {tuple(values.shape[:-1])}, got "
+                             f"{tuple(rest.shape)}")
+        self.values, self.indices, self.num_classes, self.rest = values, indices, num_classes, rest
 
     @classmethod
-    def from_logits(cls, logits: Tensor, k: int) -> "TopKLogits":
-        """The k largest of logits (N, ..., C) at each position; k = C keeps them all."""
+    def from_logits(cls, logits: Tensor, k: int, tail: str = "drop") -> "TopKLogits":
+        """The k largest of logits (N, ..., C) at each position, and with tail="spread" the tail's
+        mean logit (see the class); k = C keeps them all."""
         C = logits.shape[-1]
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= C:
             raise ValueError(f"k must be an integer in [1, {C}] (the number of classes), got {k!r}")
-        values, indices = logits.float().topk(k, dim=-1)
-        return cls(values, indices.to(torch.int16 if C <= 32_767 else torch.int32), C)
+        check_tail(tail)
+        logits = logits.float()
+        values, indices = logits.topk(k, dim=-1)
+        rest = None
+        if tail == "spread":  # logsumexp over the classes outside the top k, less log(C - k)
+            rest = (logits.scatter(-1, indices, float("-inf")).logsumexp(-1) - math.log(C - k)
+                    if k < C else logits.new_full(values.shape[:-1], float("-inf")))
+        return cls(values, indices.to(torch.int16 if C <= 32_767 else torch.int32), C, rest)
 
     @staticmethod
     def index_bytes(num_classes: int) -> int:
@@ -120,13 +137,22 @@ class TopKLogits:
 
     def __getitem__(self, idx) -> Tensor:
         values, indices = self.values[idx], self.indices[idx]
-        dense = values.new_full((*values.shape[:-1], self.num_classes), float("-inf"))
+        shape = (*values.shape[:-1], self.num_classes)
+        dense = (values.new_full(shape, float("-inf")) if self.rest is None
+                 else self.rest[idx][..., None].to(values.dtype).expand(shape).clone())
         return dense.scatter_(-1, indices.long(), values)
 
     @property
     def nbytes(self) -> int:
-        """The table's size in bytes: values and indices."""
-        return self.values.numel() * self.values.element_size() + self.indices.numel() * self.indices.element_size()
+        """The table's size in bytes: values, indices and the tail's logits."""
+        return sum(t.numel() * t.element_size() for t in (self.values, self.indices, self.rest) if t is not None)
+
+
+def check_tail(tail: str) -> str:
+    if tail not in TopKLogits.TAILS:
+        raise ValueError(f"tail must be one of {TopKLogits.TAILS} (what a top-k table reads outside its k), "
+                         f"got {tail!r}")
+    return tail
 
 
 # ------------------------------------------------------------------ data that does not fit
@@ -188,7 +214,7 @@ def input_digests(dataset: Indexed, batch_size: int = 1024, num_workers: int = 0
 def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, num_workers: int = 0,
                 collate_fn: Optional[Callable] = None, precision: str = "auto",
                 worker_init_fn: Optional[Callable] = None,
-                top_k: Optional[int] = None) -> Union[Tensor, TopKLogits]:
+                top_k: Optional[int] = None, tail: str = "drop") -> Union[Tensor, TopKLogits]:
     """The teacher's logits (N, C) for every sample of dataset, read from a memory-mapped file; (N, L, C)
     for a language model's L positions (any (N, *shape) the teacher gives per sample).
 
@@ -201,8 +227,8 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
 
     top_k: keep only the k largest logits of each row, a TopKLogits read from one file of
     6·N·k bytes (values float32, then indices int16, int32 past 32,767 classes; 6·N·L·k for
-    sequences), named {key}-top{k}.bin:
-    the same key, a table 4C / 6k times smaller (10.7x at k = 16 of C = 256).
+    sequences), named {key}-top{k}.bin: the same key, a table 4C / 6k times smaller (10.7x at
+    k = 16 of C = 256). tail="spread" adds the tail's logit, 4 more bytes per row (TopKLogits).
 
     Never a wrong row: a file whose size is not 4·N·C bytes (4·N·L·C) for this teacher is made again; the
     pass that makes it hashes every input again and refuses (ValueError) when an input differs from
@@ -223,21 +249,41 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be None (every logit) or an integer >= 1, got {top_k!r}")
         top_k = min(top_k, C)  # k >= C keeps every logit, in the top-k layout
-    kept = shape if top_k is None else (*shape[:-1], top_k)
-    path = cache_dir() / "teacher-logits" / (f"{key}.f32" if top_k is None else f"{key}-top{top_k}.bin")
-    size = math.prod(kept) * (4 if top_k is None else 4 + TopKLogits.index_bytes(C))
+    check_tail(tail)
+    suffix = ".f32" if top_k is None else f"-top{top_k}{'-spread' if tail == 'spread' else ''}.bin"
+    path = cache_dir() / "teacher-logits" / f"{key}{suffix}"
     # a whole table has exactly its size in bytes: a truncated or foreign file is made again
-    whole = path.exists() and path.stat().st_size == size
+    whole = path.exists() and path.stat().st_size == _table_bytes(shape, top_k, tail)
     # every process must take the same branch: the file counts as there only if all of them see it whole
     if int(distributed.all_sum(torch.tensor([int(whole)]))) < distributed.world_size():
-        _write_table(teacher, dataset, path, digests, loading, shape, precision, device, top_k)
+        _write_table(teacher, dataset, path, digests, loading, shape, precision, device, top_k, tail)
     # copy-on-write: the tensors are writable (no warning), but nothing written to them reaches the file
-    values = torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c", shape=kept))
+    parts = [None if a is None else torch.from_numpy(a) for a in _table_arrays(path, shape, top_k, tail, "c")]
+    return parts[0] if top_k is None else TopKLogits(parts[0], parts[1], C, parts[2])
+
+
+def _table_bytes(shape: Tuple[int, ...], top_k: Optional[int], tail: str) -> int:
+    """The size of a table file: 4 bytes per logit; or per position 4 + index bytes per kept logit,
+    and 4 for the tail's logit when tail == "spread"."""
     if top_k is None:
-        return values
-    int_type = np.int16 if TopKLogits.index_bytes(C) == 2 else np.int32
-    indices = np.memmap(path, dtype=int_type, mode="c", shape=kept, offset=4 * math.prod(kept))
-    return TopKLogits(values, torch.from_numpy(indices), C)
+        return 4 * math.prod(shape)
+    positions = math.prod(shape[:-1])
+    return positions * (top_k * (4 + TopKLogits.index_bytes(shape[-1])) + (4 if tail == "spread" else 0))
+
+
+def _table_arrays(path: Path, shape: Tuple[int, ...], top_k: Optional[int], tail: str,
+                  mode: str) -> Tuple[np.memmap, Optional[np.memmap], Optional[np.memmap]]:
+    """The memory-mapped parts of a table file, one after the other in it: the logits (shape); or
+    the top k's values (..., k) float32, their indices (..., k) and the tail's logits (...) float32."""
+    if top_k is None:
+        return np.memmap(path, dtype=np.float32, mode=mode, shape=shape), None, None
+    kept = (*shape[:-1], top_k)
+    int_type = np.int16 if TopKLogits.index_bytes(shape[-1]) == 2 else np.int32
+    values = np.memmap(path, dtype=np.float32, mode=mode, shape=kept)
+    indices = np.memmap(path, dtype=int_type, mode=mode, shape=kept, offset=values.nbytes)
+    rest = None if tail != "spread" else np.memmap(path, dtype=np.float32, mode=mode, shape=shape[:-1],
+                                                   offset=values.nbytes + indices.nbytes)
+    return values, indices, rest
 
 
 def _row_shape(teacher: nn.Module, dataset: Indexed, collate_fn: Optional[Callable], precision: str,
@@ -249,9 +295,10 @@ def _row_shape(teacher: nn.Module, dataset: Indexed, collate_fn: Optional[Callab
 
 
 def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tensor, loading: Dict[str, object],
-                 shape: Tuple[int, ...], precision: str, device: torch.device, top_k: Optional[int] = None) -> None:
+                 shape: Tuple[int, ...], precision: str, device: torch.device, top_k: Optional[int] = None,
+                 tail: str = "drop") -> None:
     """Fill path with the teacher's logits (N, C) or (N, L, C), each process writing its share's rows;
-    with top_k, the k largest of each row's logits (float32) and then their indices (int16).
+    with top_k, the parts of a TopKLogits (_table_arrays).
 
     The processes of this run share one temporary file of their own (another run filling the same
     table at the same time has another); it is renamed to path when every share is written.
@@ -262,31 +309,28 @@ def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tens
         if distributed.is_main():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                per_value = 4 if top_k is None else 4 + TopKLogits.index_bytes(shape[-1])
-                kept = math.prod(shape) if top_k is None else math.prod(shape[:-1]) * top_k
-                reserve(tmp, kept * per_value)  # the file at its full size, every block on disk
+                reserve(tmp, _table_bytes(shape, top_k, tail))  # the file at its full size, every block on disk
             except OSError as e:
                 made, error = False, e
         if int(distributed.all_sum(torch.tensor([int(made)]))) < distributed.world_size():
             raise error if distributed.is_main() else OSError(f"rank 0 could not make {tmp}")
-        kept = shape if top_k is None else (*shape[:-1], top_k)
-        table = np.memmap(tmp, dtype=np.float32, mode="r+", shape=kept)
-        int_type = np.int16 if TopKLogits.index_bytes(shape[-1]) == 2 else np.int32
-        where = None if top_k is None else np.memmap(tmp, dtype=int_type, mode="r+", shape=kept,
-                                                     offset=4 * math.prod(kept))
+        parts = _table_arrays(tmp, shape, top_k, tail, "r+")
         changed = 0
         for x, _, idx in _my_share(dataset, loading):
             changed += int((_row_digests(x) != digests[idx]).any(1).sum())
             logits = frozen_forward(teacher, x.to(device), len(x), precision).float()
             if top_k is None:
-                table[idx.numpy()] = logits.cpu().numpy()
+                rows = [logits]
             else:
-                best = TopKLogits.from_logits(logits, top_k)
-                table[idx.numpy()], where[idx.numpy()] = best.values.cpu().numpy(), best.indices.cpu().numpy()
-        for part in (table, where):
+                best = TopKLogits.from_logits(logits, top_k, tail)
+                rows = [best.values, best.indices, best.rest]
+            for part, row in zip(parts, rows):
+                if part is not None:
+                    part[idx.numpy()] = row.cpu().numpy()
+        for part in parts:
             if part is not None:
                 part.flush()
-        del table, where
+        del parts
         changed = int(distributed.all_sum(torch.tensor([changed])))
         if changed:
             raise ValueError(f"{changed} of {shape[0]} inputs of the data set differed between two reads (a "

@@ -37,7 +37,7 @@ from .losses import (IGNORE_INDEX, check_alpha, check_divergence, check_labels, 
 from .models import device_of, eval_mode
 from .precision import autocast, check_precision, grad_scaler, resolve_precision
 from .profiles import DRY_RUN_EPOCHS, dry_run
-from .teacher import Indexed, TopKLogits, frozen_forward, logit_table, teacher_logits
+from .teacher import Indexed, TopKLogits, check_tail, frozen_forward, logit_table, teacher_logits
 from .together import Stack, check_together
 
 __all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load", "train_or_load_many",
@@ -63,6 +63,7 @@ class FitConfig:
     divergence: str = "forward"     # the soft term: "forward" KL, "reverse" KL or "jsd" (kdlib.losses)
     beta: Optional[float] = None    # "jsd" only: the teacher's weight in the mixture (default 0.5)
     top_k: Optional[int] = None     # keep only the teacher's k largest logits per position (TopKLogits)
+    top_k_tail: str = "drop"        # the other logits: "drop" (-inf) or "spread" (their mass, evenly)
     prompt: Optional[int] = None    # sequences: the first `prompt` tokens are given, not scored
     on_policy: float = 0.0          # GKD's lambda: the share of batches whose text the student writes
     augment: bool = False           # random crop + flip on the device (CIFAR)
@@ -88,12 +89,14 @@ class FitConfig:
         check_temperature(self.T)
         check_alpha(self.alpha)
         check_divergence(self.divergence, self.beta)
+        check_tail(self.top_k_tail)
         if self.top_k is not None:
             if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
                 raise ValueError(f"top_k must be None (every logit) or an integer >= 1, got {self.top_k!r}")
-            if self.divergence == "reverse":
-                raise ValueError("top_k goes with divergence='forward' or 'jsd': KL(q || p) is infinite "
-                                 "where the student puts mass outside the teacher's top k")
+            if self.divergence == "reverse" and self.top_k_tail == "drop":
+                raise ValueError("top_k with top_k_tail='drop' goes with divergence='forward' or 'jsd': "
+                                 "KL(q || p) is infinite where the student puts mass outside the teacher's "
+                                 "top k (top_k_tail='spread' keeps that mass)")
             if self.augment:
                 raise ValueError("top_k keeps a table of the teacher's logits on fixed inputs; with "
                                  "augment=True the teacher runs on every batch: leave top_k None")
@@ -290,10 +293,10 @@ def loader_batches(loader: Batches, epoch: int, device: torch.device,
 
 
 def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
-                 top_k: Optional[int] = None) -> Union[Tensor, TopKLogits, None]:
+                 top_k: Optional[int] = None, tail: str = "drop") -> Union[Tensor, TopKLogits, None]:
     """The teacher's logits (N, C) for every training input, read by index during training, or None
     when the data offers no index (then the teacher runs on every batch). top_k: only the k largest
-    at each position, a TopKLogits that reads like the full table.
+    at each position and what the others read (tail), a TopKLogits that reads like the full table.
 
     A Data: teacher_logits, in memory (on several processes each computes its strided share).
     A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache, read
@@ -302,13 +305,13 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
     if isinstance(data, Data):
         n = len(data.y_train)
         full = distributed.gather_rows(teacher_logits(teacher, distributed.shard(data.x_train), precision=precision), n)
-        return full if top_k is None else TopKLogits.from_logits(full, min(top_k, full.shape[-1]))
+        return full if top_k is None else TopKLogits.from_logits(full, min(top_k, full.shape[-1]), tail)
     dataset = getattr(data, "dataset", None)
     if isinstance(dataset, Indexed):
         return logit_table(teacher, dataset, batch_size=max(getattr(data, "batch_size", None) or 1, 256),
                            num_workers=getattr(data, "num_workers", 0), collate_fn=getattr(data, "collate_fn", None),
                            precision=precision, worker_init_fn=getattr(data, "worker_init_fn", None),
-                           top_k=top_k)
+                           top_k=top_k, tail=tail)
     if top_k is not None:
         raise ValueError("top_k keeps a table of the teacher's logits, read by index: give a kdlib Data or "
                          "a DataLoader over kd.Indexed(dataset)")
@@ -468,7 +471,8 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     writing = torch.Generator(device).manual_seed(cfg.seed)  # the student's draws (on_policy)
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = not cfg.augment
-    tables = {id(t): fixed_logits(t, data, precision, cfg.top_k) for t in teachers if t is not None and fixed}
+    tables = {id(t): fixed_logits(t, data, precision, cfg.top_k, cfg.top_k_tail)
+              for t in teachers if t is not None and fixed}
     cached = [None if t is None else tables.get(id(t)) for t in teachers]
     net.train()
     for epoch in range(epochs):

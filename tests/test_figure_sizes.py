@@ -106,6 +106,19 @@ FIGURES: Dict[str, Callable[[], Figure]] = {
                                          {"student, forward KL": torch.full((60,), 1 / 60),
                                           "student, reverse KL": torch.softmax(torch.randn(60, generator=G), 0)},
                                          title="a one-bump student, a two-mode teacher"),
+    "top_k_tradeoff": lambda: plots.top_k_tradeoff(
+        [1, 2, 4, 8, 16, 64, 256], {"T = 1": [0.5, 0.6, 0.7, 0.8, 0.9, 0.97, 1.0],
+                                    "T = 2": [0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0]},
+        {"k = 1": 10, "k = 4": 28, "k = 16": 100, "k = 16, tail dropped": 96, "all 256": 1024},
+        {"k = 1": [3.61, 3.74, 3.69], "k = 4": [2.96, 2.98, 2.95], "k = 16": [2.55, 2.56, 2.5],
+         "k = 16, tail dropped": [2.8, 2.82, 2.79], "all 256": [2.54, 2.55, 2.46]}, scratch=2.63),
+    "score_pairs": lambda: plots.score_pairs(
+        {name: [(2.5 + 0.1 * i + 0.01 * s, 3.0 + 0.2 * i - 0.02 * s) for s in range(3)]
+         for i, name in enumerate(["text alone", "teacher's text", "token-level KD",
+                                   "teacher's text + token-level KD", "on-policy, lambda = 0",
+                                   "on-policy, lambda = 0.5", "on-policy, lambda = 1"])},
+        "validation bits per character (the corpus's text)", "teacher's bits per character\n(the student's text)",
+        title="Two ways to score a student"),
     "widgets.next_byte_explorer": lambda: widgets.next_byte_explorer(byte_model(), "import ").result,
 }
 PLAYERS = {

@@ -262,10 +262,25 @@ def test_non_finite_logits_are_value_errors(bad):
     v_bad[0, 0] = bad
     with pytest.raises(ValueError, match="student_logits must be finite"):
         kd.distillation_loss(z_bad, v, y)
-    with pytest.raises(ValueError, match="teacher_logits must be finite"):
-        kd.distillation_loss(z, v_bad, y)
+    if bad == -float("inf"):  # a teacher's class of probability 0 (a top-k table): allowed
+        assert torch.isfinite(kd.distillation_loss(z, v_bad, y))
+    else:
+        with pytest.raises(ValueError, match=r"teacher_logits must hold no NaN or \+inf"):
+            kd.distillation_loss(z, v_bad, y)
     with pytest.raises(ValueError, match="logits must be finite"):
         kd.softmax_t(z_bad)
+
+
+def test_a_teacher_row_without_a_finite_logit_or_reverse_kl_against_minus_inf_is_refused():
+    z, v, y = batch()
+    v_bad = v.clone()
+    v_bad[1] = -float("inf")
+    with pytest.raises(ValueError, match="a finite logit in every row"):
+        kd.distillation_loss(z, v_bad, y)
+    v_bad[1] = v[1]
+    v_bad[1, 0] = -float("inf")
+    with pytest.raises(ValueError, match="KL\\(q \\|\\| p\\) is infinite"):
+        kd.distillation_loss(z, v_bad, y, divergence="reverse")
 
 
 def test_integer_logits_are_rejected():

@@ -389,3 +389,15 @@ def test_fit_from_a_dataloader_with_a_top_k_of_every_class_trains_as_with_the_fu
     kinds = sorted(p.name.split("-")[-1] if "-top" in p.name else "full"
                    for p in (tmp_path / "teacher-logits").iterdir())
     assert kinds == ["full", "top1.bin", "top3.bin"]
+
+
+def test_a_top_k_table_with_a_spread_tail_on_disk_equals_the_one_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    torch.manual_seed(1)
+    x, y = torch.randn(70, 8), torch.randint(0, 40, (70,))
+    teacher = nn.Linear(8, 40)
+    table = kd.logit_table(teacher, kd.Indexed(TensorDataset(x, y)), batch_size=32, top_k=5, tail="spread")
+    [path] = (tmp_path / "teacher-logits").glob("*-top5-spread.bin")
+    assert path.stat().st_size == table.nbytes == 70 * (5 * 6 + 4)
+    memory = kd.TopKLogits.from_logits(kd.frozen_forward(teacher, x), 5, tail="spread")
+    torch.testing.assert_close(table[torch.arange(70)], memory[torch.arange(70)])

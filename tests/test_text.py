@@ -462,3 +462,34 @@ def test_judged_bits_are_0_for_text_the_judge_is_sure_of_and_8_for_a_uniform_jud
     with torch.no_grad():
         uniform.head.bias.zero_()  # every byte's logit 0: p = 1/256, 8 bits
     assert text.judged_bits(uniform, small_lm(seed=3), data, prompt=6, n=5).bits == pytest.approx(8.0)
+
+
+def test_a_spread_tail_keeps_the_mass_outside_the_top_k_at_t_1_evenly_over_those_classes():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 7, 40, dtype=torch.float64) * 3
+    table = kd.TopKLogits.from_logits(logits, 6, tail="spread")
+    dense = table[torch.arange(5)].double()
+    p, kept = torch.softmax(logits, -1), torch.softmax(dense, -1)
+    top = logits.topk(6, -1).indices
+    # the top 6 keep their probabilities at T = 1, and the tail its total mass, split evenly
+    torch.testing.assert_close(kept.gather(-1, top), p.gather(-1, top), rtol=1e-5, atol=1e-6)
+    outside = torch.ones_like(p, dtype=torch.bool).scatter(-1, top, False)
+    tail_mass = (p * outside).sum(-1, keepdim=True)
+    torch.testing.assert_close(torch.where(outside, kept, 0).sum(-1, keepdim=True), tail_mass, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.where(outside, kept, tail_mass / 34), tail_mass / 34 + 0 * kept,
+                               rtol=1e-5, atol=1e-7)
+    assert table.nbytes == 5 * 7 * (6 * 6 + 4)
+    every = kd.TopKLogits.from_logits(logits, 40, tail="spread")  # no tail: nothing to spread
+    torch.testing.assert_close(every[torch.arange(5)].double(), logits.float().double())
+    with pytest.raises(ValueError, match="tail must be one of"):
+        kd.TopKLogits.from_logits(logits, 6, tail="uniform")
+
+
+def test_reverse_kl_against_a_top_k_teacher_needs_its_tail_spread():
+    with pytest.raises(ValueError, match="top_k_tail='spread'"):
+        kd.FitConfig(top_k=4, divergence="reverse")
+    data, teacher = windows(), small_lm(seed=1, dim=32)
+    cfg = kd.FitConfig(epochs=1, batch_size=16, optimizer="adamw", lr=1e-2, T=2.0, top_k=4,
+                       top_k_tail="spread", divergence="reverse")
+    hist = kd.fit(small_lm(seed=2, dim=8), data, cfg, teacher=teacher, progress=False)
+    assert all(math.isfinite(v) for v in hist.step_loss)
