@@ -19,7 +19,7 @@ The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (importe
 """
 import importlib
 
-from . import analysis, distributed, experiments, models, text, together, transfer
+from . import analysis, decoding, distributed, experiments, models, text, together, transfer
 from .book import glue
 from .checks import DistillationSetupWarning, check_distillation_setup
 from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
@@ -46,7 +46,7 @@ __all__ = [
     # the book's pages
     "glue",
     # modules
-    "analysis", "distributed", "experiments", "models", "text", "together", "transfer", "plots", "widgets", "bench",
+    "analysis", "decoding", "distributed", "experiments", "models", "text", "together", "transfer", "plots", "widgets", "bench",
 ]
 
 _LAZY = {"plots", "widgets", "bench"}

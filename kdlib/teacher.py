@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from . import distributed
 from .cache import cache_dir, discard, reserve, temporary_name
 from .keys import fingerprint, module_content
+from .losses import check_temperature
 from .models import device_of, eval_mode
 from .precision import autocast, resolve_precision
 
@@ -94,10 +95,13 @@ class TopKLogits:
         down (its gradient there is T·q_c, the student's own probability, since p_c = 0): a student
         learns to give ~0 to what the teacher ranks below k, and pays for it wherever such a class
         happens. KL(q || p) is infinite there: FitConfig refuses reverse KL with a dropped tail.
-    tail="spread": one more float32 per position, rest (N, ...), the tail's mean logit in the
-        log-sum-exp sense, u = log( sum_{c not in top k} exp(v_c) / (C - k) ), read in every
-        other place: at T = 1 the tail keeps its total mass exactly, spread evenly over its
-        classes (at other T approximately), and no class has probability 0. 6k + 4 bytes.
+    tail="spread": one more float32 per position, rest (N, ...), the tail's mean logit at the
+        distillation temperature T in the log-sum-exp sense,
+            u = T log( sum_{c not in top k} exp(v_c / T) / (C - k) ),
+        read in every other place: at that T the kept classes keep their probabilities and the
+        tail its total mass exactly, spread evenly over its classes, and no class has
+        probability 0. 6k + 4 bytes. (At another temperature both hold only approximately: the
+        rest is made for one T.)
     """
 
     TAILS = ("drop", "spread")
@@ -112,18 +116,20 @@ class TopKLogits:
         self.values, self.indices, self.num_classes, self.rest = values, indices, num_classes, rest
 
     @classmethod
-    def from_logits(cls, logits: Tensor, k: int, tail: str = "drop") -> "TopKLogits":
+    def from_logits(cls, logits: Tensor, k: int, tail: str = "drop", T: float = 1.0) -> "TopKLogits":
         """The k largest of logits (N, ..., C) at each position, and with tail="spread" the tail's
-        mean logit (see the class); k = C keeps them all."""
+        mean logit at temperature T (see the class); k = C keeps them all."""
         C = logits.shape[-1]
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= C:
             raise ValueError(f"k must be an integer in [1, {C}] (the number of classes), got {k!r}")
         check_tail(tail)
+        T = check_temperature(T)
         logits = logits.float()
         values, indices = logits.topk(k, dim=-1)
         rest = None
-        if tail == "spread":  # logsumexp over the classes outside the top k, less log(C - k)
-            rest = (logits.scatter(-1, indices, float("-inf")).logsumexp(-1) - math.log(C - k)
+        if tail == "spread":  # T (logsumexp of the tail's v / T, less log(C - k))
+            outside = logits.scatter(-1, indices, float("-inf")) / T
+            rest = (T * (outside.logsumexp(-1) - math.log(C - k))
                     if k < C else logits.new_full(values.shape[:-1], float("-inf")))
         return cls(values, indices.to(torch.int16 if C <= 32_767 else torch.int32), C, rest)
 
@@ -214,7 +220,7 @@ def input_digests(dataset: Indexed, batch_size: int = 1024, num_workers: int = 0
 def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, num_workers: int = 0,
                 collate_fn: Optional[Callable] = None, precision: str = "auto",
                 worker_init_fn: Optional[Callable] = None,
-                top_k: Optional[int] = None, tail: str = "drop") -> Union[Tensor, TopKLogits]:
+                top_k: Optional[int] = None, tail: str = "drop", T: float = 1.0) -> Union[Tensor, TopKLogits]:
     """The teacher's logits (N, C) for every sample of dataset, read from a memory-mapped file; (N, L, C)
     for a language model's L positions (any (N, *shape) the teacher gives per sample).
 
@@ -228,7 +234,8 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
     top_k: keep only the k largest logits of each row, a TopKLogits read from one file of
     6·N·k bytes (values float32, then indices int16, int32 past 32,767 classes; 6·N·L·k for
     sequences), named {key}-top{k}.bin: the same key, a table 4C / 6k times smaller (10.7x at
-    k = 16 of C = 256). tail="spread" adds the tail's logit, 4 more bytes per row (TopKLogits).
+    k = 16 of C = 256). tail="spread" adds the tail's logit at temperature T, 4 more bytes per
+    row (TopKLogits), in a file named for T.
 
     Never a wrong row: a file whose size is not 4·N·C bytes (4·N·L·C) for this teacher is made again; the
     pass that makes it hashes every input again and refuses (ValueError) when an input differs from
@@ -250,13 +257,14 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
             raise ValueError(f"top_k must be None (every logit) or an integer >= 1, got {top_k!r}")
         top_k = min(top_k, C)  # k >= C keeps every logit, in the top-k layout
     check_tail(tail)
-    suffix = ".f32" if top_k is None else f"-top{top_k}{'-spread' if tail == 'spread' else ''}.bin"
+    T = check_temperature(T)
+    suffix = ".f32" if top_k is None else f"-top{top_k}{f'-spread-T{T:g}' if tail == 'spread' else ''}.bin"
     path = cache_dir() / "teacher-logits" / f"{key}{suffix}"
     # a whole table has exactly its size in bytes: a truncated or foreign file is made again
     whole = path.exists() and path.stat().st_size == _table_bytes(shape, top_k, tail)
     # every process must take the same branch: the file counts as there only if all of them see it whole
     if int(distributed.all_sum(torch.tensor([int(whole)]))) < distributed.world_size():
-        _write_table(teacher, dataset, path, digests, loading, shape, precision, device, top_k, tail)
+        _write_table(teacher, dataset, path, digests, loading, shape, precision, device, top_k, tail, T)
     # copy-on-write: the tensors are writable (no warning), but nothing written to them reaches the file
     parts = [None if a is None else torch.from_numpy(a) for a in _table_arrays(path, shape, top_k, tail, "c")]
     return parts[0] if top_k is None else TopKLogits(parts[0], parts[1], C, parts[2])
@@ -296,7 +304,7 @@ def _row_shape(teacher: nn.Module, dataset: Indexed, collate_fn: Optional[Callab
 
 def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tensor, loading: Dict[str, object],
                  shape: Tuple[int, ...], precision: str, device: torch.device, top_k: Optional[int] = None,
-                 tail: str = "drop") -> None:
+                 tail: str = "drop", T: float = 1.0) -> None:
     """Fill path with the teacher's logits (N, C) or (N, L, C), each process writing its share's rows;
     with top_k, the parts of a TopKLogits (_table_arrays).
 
@@ -322,7 +330,7 @@ def _write_table(teacher: nn.Module, dataset: Indexed, path: Path, digests: Tens
             if top_k is None:
                 rows = [logits]
             else:
-                best = TopKLogits.from_logits(logits, top_k, tail)
+                best = TopKLogits.from_logits(logits, top_k, tail, T)
                 rows = [best.values, best.indices, best.rest]
             for part, row in zip(parts, rows):
                 if part is not None:

@@ -293,10 +293,12 @@ def loader_batches(loader: Batches, epoch: int, device: torch.device,
 
 
 def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
-                 top_k: Optional[int] = None, tail: str = "drop") -> Union[Tensor, TopKLogits, None]:
+                 top_k: Optional[int] = None, tail: str = "drop",
+                 T: float = 1.0) -> Union[Tensor, TopKLogits, None]:
     """The teacher's logits (N, C) for every training input, read by index during training, or None
     when the data offers no index (then the teacher runs on every batch). top_k: only the k largest
-    at each position and what the others read (tail), a TopKLogits that reads like the full table.
+    at each position and what the others read (tail, at the distillation temperature T), a
+    TopKLogits that reads like the full table.
 
     A Data: teacher_logits, in memory (on several processes each computes its strided share).
     A DataLoader over kdlib.Indexed(dataset): logit_table, a memory-mapped file in the cache, read
@@ -305,13 +307,13 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
     if isinstance(data, Data):
         n = len(data.y_train)
         full = distributed.gather_rows(teacher_logits(teacher, distributed.shard(data.x_train), precision=precision), n)
-        return full if top_k is None else TopKLogits.from_logits(full, min(top_k, full.shape[-1]), tail)
+        return full if top_k is None else TopKLogits.from_logits(full, min(top_k, full.shape[-1]), tail, T)
     dataset = getattr(data, "dataset", None)
     if isinstance(dataset, Indexed):
         return logit_table(teacher, dataset, batch_size=max(getattr(data, "batch_size", None) or 1, 256),
                            num_workers=getattr(data, "num_workers", 0), collate_fn=getattr(data, "collate_fn", None),
                            precision=precision, worker_init_fn=getattr(data, "worker_init_fn", None),
-                           top_k=top_k, tail=tail)
+                           top_k=top_k, tail=tail, T=T)
     if top_k is not None:
         raise ValueError("top_k keeps a table of the teacher's logits, read by index: give a kdlib Data or "
                          "a DataLoader over kd.Indexed(dataset)")
@@ -471,9 +473,11 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     writing = torch.Generator(device).manual_seed(cfg.seed)  # the student's draws (on_policy)
     # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
     fixed = not cfg.augment
-    tables = {id(t): fixed_logits(t, data, precision, cfg.top_k, cfg.top_k_tail)
-              for t in teachers if t is not None and fixed}
-    cached = [None if t is None else tables.get(id(t)) for t in teachers]
+    # one table per teacher (and per T, where a spread tail depends on it), shared by its models
+    table_key = lambda t, c: (id(t), c.T if c.top_k and c.top_k_tail == "spread" else None)
+    tables = {table_key(t, c): fixed_logits(t, data, precision, c.top_k, c.top_k_tail, c.T)
+              for t, c in zip(teachers, cfgs) if t is not None and fixed}
+    cached = [None if t is None else tables.get(table_key(t, c)) for t, c in zip(teachers, cfgs)]
     net.train()
     for epoch in range(epochs):
         losses, correct, sizes = [], [], []
@@ -543,18 +547,21 @@ def check_prompt(cfg: FitConfig, positions: Tuple[int, ...]) -> None:
                          f"shape (B, L), L = {positions[0] if positions else 'none: not sequences'})")
 
 
-def prompted_batch(student: nn.Module, x: Tensor, y: Tensor, idx: Optional[Tensor], cfg: FitConfig,
-                   gen: torch.Generator, writing: torch.Generator) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """A batch of sequences x, y (B, L) as GKD (Agarwal et al., 2024) sees it: the first cfg.prompt
-    tokens are the prompt, whose labels (positions 0 .. prompt - 2) become IGNORE_INDEX; the tokens
-    after it are the output, scored. With probability cfg.on_policy (drawn from gen) the student
-    writes the output itself at T = 1 (kdlib.decoding.written_windows, with the writing generator),
-    and the index becomes None: the teacher must read this new text (a pass, not the table)."""
+def prompted_batch(student: nn.Module, x: Tensor, y: Tensor, idx: Optional[Tensor],
+                   cfg: FitConfig, gen: torch.Generator,
+                   writing: torch.Generator) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """A batch of sequences x, y (B, L) as GKD (Agarwal et al., 2024) sees it.
+
+    The first cfg.prompt tokens are the prompt: their labels (positions 0 .. prompt - 2)
+    become IGNORE_INDEX. The tokens after it are the output, scored. With probability
+    cfg.on_policy (drawn from gen) the student writes the output itself at T = 1
+    (kdlib.decoding.written_windows, drawing from the writing generator), and the index
+    becomes None: the teacher must read this new text (a pass, not the table)."""
     if cfg.on_policy and float(torch.rand((), generator=gen)) < cfg.on_policy:
-        x, y = written_windows(student, x, y, cfg.prompt, 1.0, writing, batch_size=len(x))
+        x, y = written_windows(student, x, y, cfg.prompt, 1.0, writing, len(x))
         idx = None
     y = y.clone()
-    y[..., : cfg.prompt - 1] = IGNORE_INDEX
+    y[..., : cfg.prompt - 1] = IGNORE_INDEX  # the prompt is read, not learned
     return x, y, idx
 
 

@@ -261,6 +261,9 @@ def reproduce(path: Path, profile: Optional[str] = None, write: bool = False,
     cell_timeout: seconds one cell may run before the chapter counts as failed.
     """
     nb = nbformat.read(path, as_version=4)
+    if profile is None and not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
+        # no output, so no profile line to read: smoke would be a guess that looks like an answer
+        raise SystemExit(f"{path} holds no stored outputs to read its profile from: give --profile")
     profile = profile or stored_profile(nb) or "smoke"
     with tempfile.TemporaryDirectory(prefix="kdlib-cache-") as empty:
         if cache is None:

@@ -177,12 +177,15 @@ def test_a_chapter_reproduces_and_a_failed_assert_does_not(tmp_path, capsys):
     good.cells = [nbformat.v4.new_code_cell("print('profile: smoke | device: cpu')\nprint('errors', 40 + 2)")]
     path = tmp_path / "good.ipynb"
     nbformat.write(good, path)
-    assert reproduce.main([str(path)]) == 1  # nothing stored yet: its lines differ
-    assert reproduce.main([str(path), "--write"]) == 1 and reproduce.main([str(path)]) == 0
+    with pytest.raises(SystemExit, match="no stored outputs to read its profile from: give --profile"):
+        reproduce.main([str(path)])  # nothing stored: no profile to read, and no guess
+    assert reproduce.main([str(path), "--profile", "smoke"]) == 1  # nothing stored: its lines differ
+    assert reproduce.main([str(path), "--profile", "smoke", "--write"]) == 1
+    assert reproduce.main([str(path)]) == 0
     bad = nbformat.v4.new_notebook()
     bad.cells = [nbformat.v4.new_code_cell("assert 1 + 1 == 3, 'the claim'")]
     nbformat.write(bad, tmp_path / "bad.ipynb")
-    assert reproduce.main([str(tmp_path / "bad.ipynb")]) == 1
+    assert reproduce.main([str(tmp_path / "bad.ipynb"), "--profile", "smoke"]) == 1
     assert "FAILED: a cell raised" in capsys.readouterr().out
 
 

@@ -396,8 +396,11 @@ def test_a_top_k_table_with_a_spread_tail_on_disk_equals_the_one_in_memory(tmp_p
     torch.manual_seed(1)
     x, y = torch.randn(70, 8), torch.randint(0, 40, (70,))
     teacher = nn.Linear(8, 40)
-    table = kd.logit_table(teacher, kd.Indexed(TensorDataset(x, y)), batch_size=32, top_k=5, tail="spread")
-    [path] = (tmp_path / "teacher-logits").glob("*-top5-spread.bin")
+    dataset = kd.Indexed(TensorDataset(x, y))
+    table = kd.logit_table(teacher, dataset, batch_size=32, top_k=5, tail="spread", T=2.0)
+    [path] = (tmp_path / "teacher-logits").glob("*-top5-spread-T2.bin")
     assert path.stat().st_size == table.nbytes == 70 * (5 * 6 + 4)
-    memory = kd.TopKLogits.from_logits(kd.frozen_forward(teacher, x), 5, tail="spread")
+    memory = kd.TopKLogits.from_logits(kd.frozen_forward(teacher, x), 5, tail="spread", T=2.0)
     torch.testing.assert_close(table[torch.arange(70)], memory[torch.arange(70)])
+    at_1 = kd.logit_table(teacher, dataset, top_k=5, tail="spread")  # another T, another file
+    assert not torch.allclose(at_1.rest, table.rest) and len(list(path.parent.iterdir())) == 2

@@ -464,12 +464,13 @@ def test_judged_bits_are_0_for_text_the_judge_is_sure_of_and_8_for_a_uniform_jud
     assert text.judged_bits(uniform, small_lm(seed=3), data, prompt=6, n=5).bits == pytest.approx(8.0)
 
 
-def test_a_spread_tail_keeps_the_mass_outside_the_top_k_at_t_1_evenly_over_those_classes():
+@pytest.mark.parametrize("T", [1.0, 2.0, 5.0])
+def test_a_spread_tail_keeps_the_mass_outside_the_top_k_at_its_t_evenly_over_those_classes(T):
     torch.manual_seed(0)
     logits = torch.randn(5, 7, 40, dtype=torch.float64) * 3
-    table = kd.TopKLogits.from_logits(logits, 6, tail="spread")
+    table = kd.TopKLogits.from_logits(logits, 6, tail="spread", T=T)
     dense = table[torch.arange(5)].double()
-    p, kept = torch.softmax(logits, -1), torch.softmax(dense, -1)
+    p, kept = torch.softmax(logits / T, -1), torch.softmax(dense / T, -1)
     top = logits.topk(6, -1).indices
     # the top 6 keep their probabilities at T = 1, and the tail its total mass, split evenly
     torch.testing.assert_close(kept.gather(-1, top), p.gather(-1, top), rtol=1e-5, atol=1e-6)

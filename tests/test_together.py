@@ -67,6 +67,27 @@ def test_three_models_trained_together_equal_three_runs_alone():
     assert len({h.step_loss[-1] for h in hists}) == 3
 
 
+def test_models_with_a_spread_top_k_tail_at_their_own_t_train_together_as_alone():
+    # the tail's logit depends on T: each T its own table, one teacher for both
+    data = blobs(classes=6)
+    teacher = trained_teacher_of(data, classes=6)
+    base = kd.FitConfig(epochs=2, batch_size=32, lr=0.05, top_k=2, top_k_tail="spread")
+    cfgs = [replace(base, seed=0, T=1.0), replace(base, seed=1, T=4.0)]
+    alone = []
+    for cfg in cfgs:
+        model = initial_model(partial(mlp, classes=6), cfg.seed)
+        alone.append((model, kd.fit(model, data, cfg, teacher=teacher, progress=False)))
+    models = [initial_model(partial(mlp, classes=6), cfg.seed) for cfg in cfgs]
+    hists = kd.fit(models, data, cfgs, teacher=teacher, progress=False)
+    assert_same_runs(alone, (models, hists), atol=1e-5)
+
+
+def trained_teacher_of(data, classes):
+    teacher = initial_model(partial(mlp, classes=classes), 99)
+    kd.fit(teacher, data, kd.FitConfig(epochs=2, lr=0.05), progress=False)
+    return teacher
+
+
 def test_a_small_vit_trained_together_equals_its_runs_alone_with_adamw():
     # attention under vmap: the fused kernels are replaced by the composite ones, same numbers.
     # Compared by logits, not weights: the keys' bias has a zero gradient (softmax ignores a shift
