@@ -200,7 +200,7 @@ def test_asserts_run_even_when_the_caller_sets_pythonoptimize(tmp_path, monkeypa
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("assert False, 'the claim'")]
     nbformat.write(nb, tmp_path / "claim.ipynb")
-    assert reproduce.main([str(tmp_path / "claim.ipynb")]) == 1
+    assert reproduce.main([str(tmp_path / "claim.ipynb"), "--profile", "smoke"]) == 1
     assert "AssertionError: the claim" in capsys.readouterr().out
 
 

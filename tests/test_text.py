@@ -211,7 +211,7 @@ def test_fit_distils_with_each_divergence_and_refuses_a_bad_combination():
         assert math.isfinite(hist.epoch_loss[0]) and math.isfinite(expected.item())
     with pytest.raises(ValueError, match="beta goes with divergence='jsd' only"):
         kd.FitConfig(beta=0.5)
-    with pytest.raises(ValueError, match="top_k goes with divergence='forward' or 'jsd'"):
+    with pytest.raises(ValueError, match="top_k with top_k_tail='drop' goes with divergence='forward' or 'jsd'"):
         kd.FitConfig(divergence="reverse", top_k=4)
     with pytest.raises(ValueError, match="top_k must be None"):
         kd.FitConfig(top_k=0)
