@@ -335,12 +335,16 @@ def test_the_table_pass_keeps_the_loaders_worker_init_fn(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ the top k of each row, on disk
+def linear_teacher(n: int, seed: int):
+    """A teacher of 40 classes and n random inputs: (x (n, 8), teacher, kd.Indexed data set)."""
+    torch.manual_seed(seed)
+    x, y = torch.randn(n, 8), torch.randint(0, 40, (n,))
+    return x, nn.Linear(8, 40), kd.Indexed(TensorDataset(x, y))
+
+
 def test_a_top_k_table_on_disk_holds_each_rows_k_largest_logits_in_6_bytes_each(tmp_path, monkeypatch):
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
-    torch.manual_seed(0)
-    x, y = torch.randn(200, 8), torch.randint(0, 40, (200,))
-    teacher = nn.Linear(8, 40)
-    dataset = kd.Indexed(TensorDataset(x, y))
+    x, teacher, dataset = linear_teacher(200, seed=0)
     full = kd.frozen_forward(teacher, x)
     table = kd.logit_table(teacher, dataset, batch_size=64, top_k=5)
     [path] = (tmp_path / "teacher-logits").glob("*-top5.bin")
@@ -393,10 +397,7 @@ def test_fit_from_a_dataloader_with_a_top_k_of_every_class_trains_as_with_the_fu
 
 def test_a_top_k_table_with_a_spread_tail_on_disk_equals_the_one_in_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
-    torch.manual_seed(1)
-    x, y = torch.randn(70, 8), torch.randint(0, 40, (70,))
-    teacher = nn.Linear(8, 40)
-    dataset = kd.Indexed(TensorDataset(x, y))
+    x, teacher, dataset = linear_teacher(70, seed=1)
     table = kd.logit_table(teacher, dataset, batch_size=32, top_k=5, tail="spread", T=2.0)
     [path] = (tmp_path / "teacher-logits").glob("*-top5-spread-T2.bin")
     assert path.stat().st_size == table.nbytes == 70 * (5 * 6 + 4)
