@@ -477,14 +477,15 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     table_key = lambda t, c: (id(t), c.T if c.top_k and c.top_k_tail == "spread" else None)
     tables = {table_key(t, c): fixed_logits(t, data, precision, c.top_k, c.top_k_tail, c.T)
               for t, c in zip(teachers, cfgs) if t is not None and fixed}
-    cached = [None if t is None else tables.get(table_key(t, c)) for t, c in zip(teachers, cfgs)]
+    cached = [None if t is None else tables.get(table_key(t, c))
+              for t, c in zip(teachers, cfgs)]
     net.train()
     for epoch in range(epochs):
         losses, correct, sizes = [], [], []
         for x, y, idx, weight in batches(epoch):
             if cfg.augment:
                 x = augment_crop_flip(x, gen)
-            if cfg.prompt is not None:  # GKD: a prompt, then text by the corpus or by the student
+            if cfg.prompt is not None:  # GKD: whose text follows the prompt
                 x, y, idx = prompted_batch(model, x, y, idx, cfg, gen, writing)
             with autocast(device, precision):
                 z = net(x, each=True) if together else net(x)  # (N, B, C) or (B, C)
