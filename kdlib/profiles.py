@@ -19,7 +19,7 @@ __all__ = ["PROFILES", "select_profile", "select_device", "pick", "describe_run"
            "claims_checked", "STORED_SOURCES"]
 
 PROFILES = ("smoke", "cpu", "full")
-DRY_RUN_TRAIN, DRY_RUN_TEST, DRY_RUN_EPOCHS = 256, 128, 1
+DRY_RUN_TRAIN, DRY_RUN_TEST, DRY_RUN_EPOCHS = 64, 128, 1
 DRY_RUN_CONTEXT = 64  # a language model's windows in a dry run: at most this many bytes
 
 

@@ -57,7 +57,7 @@ def teacher_logits(teacher: nn.Module, x: Tensor, batch_size: int = 1024, precis
     parameter and buffer, every setting of each submodule (see kdlib.keys) and the code of its
     classes that are not torch's own (a changed forward is a miss), and every byte of x with its
     dtype, shape and device. So any change is a miss, however it is made (an optimiser step,
-    p.data.mul_, p.data = t, vector_to_parameters, a new nn.Parameter, batch-norm statistics,
+    ``p.data.mul_``, ``p.data = t``, vector_to_parameters, a new nn.Parameter, batch-norm statistics,
     teacher.opts["act"] = ..., x.data, the numpy array under torch.from_numpy), and an equal copy of
     x is a hit. A hit also needs the same teacher object (a weak reference). Not in the key: hooks
     and torch's own code.
@@ -97,7 +97,9 @@ class TopKLogits:
         happens. KL(q || p) is infinite there: FitConfig refuses reverse KL with a dropped tail.
     tail="spread": one more float32 per position, rest (N, ...), the tail's mean logit at the
         distillation temperature T in the log-sum-exp sense,
+
             u = T log( sum_{c not in top k} exp(v_c / T) / (C - k) ),
+
         read in every other place: at that T the kept classes keep their probabilities and the
         tail its total mass exactly, spread evenly over its classes, and no class has
         probability 0. 6k + 4 bytes. (At another temperature both hold only approximately: the
@@ -222,7 +224,7 @@ def logit_table(teacher: nn.Module, dataset: Indexed, batch_size: int = 1024, nu
                 worker_init_fn: Optional[Callable] = None,
                 top_k: Optional[int] = None, tail: str = "drop", T: float = 1.0) -> Union[Tensor, TopKLogits]:
     """The teacher's logits (N, C) for every sample of dataset, read from a memory-mapped file; (N, L, C)
-    for a language model's L positions (any (N, *shape) the teacher gives per sample).
+    for a language model's L positions (any (N, ...) the teacher gives per sample).
 
     The file, in the cache's folder teacher-logits/, is named by the content of everything that
     decides it: fingerprint(module_content(teacher)), the precision, and input_digests(dataset). So

@@ -12,6 +12,7 @@ image, and the teacher runs on every batch. Under torchrun the same loop trains 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -29,8 +30,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .cache import cache_dir, discard, temporary_name, unwritable
-from .data import Data, augment_crop_flip, batch_indices
+from .data import Data, augment_crop_flip, batch_indices, mix_images
 from .decoding import written_windows
+from .features import FeatureLoss, FeatureTerm
 from .keys import fingerprint, module_content
 from .losses import (IGNORE_INDEX, check_alpha, check_divergence, check_labels, check_temperature,
                      distillation_loss, hard_distillation_loss)
@@ -45,6 +47,9 @@ __all__ = ["FitConfig", "History", "Score", "fit", "evaluate", "train_or_load", 
 
 # a batch: (x (B, ...), y (B,)) or (x, y, index (B,)), index the samples' positions in the data set
 Batches = Iterable[Tuple[Tensor, ...]]
+
+
+TEACHER_VIEWS = ("same", "independent", "fixed")
 
 
 @dataclass
@@ -67,6 +72,10 @@ class FitConfig:
     prompt: Optional[int] = None    # sequences: the first `prompt` tokens are given, not scored
     on_policy: float = 0.0          # GKD's lambda: the share of batches whose text the student writes
     augment: bool = False           # random crop + flip on the device (CIFAR)
+    # what the teacher sees of an augmented batch: "same" view as the student (consistent), its own
+    # "independent" view of the same images, or the "fixed" images (its logits once, in a table)
+    teacher_view: str = "same"
+    mixup: bool = False             # function matching: each input mixed with another (see mix_images)
     eval_each_epoch: bool = True    # test accuracy after every epoch (else only at the end)
     precision: str = "auto"         # "fp32", "bf16", "fp16" or "auto" (see resolve_precision)
     seed: int = 0
@@ -108,6 +117,17 @@ class FitConfig:
                 or not 0 <= self.on_policy <= 1:
             raise ValueError(f"on_policy must be a number in [0, 1] (the share of batches the student "
                              f"writes), got {self.on_policy!r}")
+        if self.teacher_view not in TEACHER_VIEWS:
+            raise ValueError(f"teacher_view must be one of {TEACHER_VIEWS}, got {self.teacher_view!r}")
+        if self.teacher_view != "same" and not self.augment:
+            raise ValueError(f"teacher_view={self.teacher_view!r} needs augment=True: without augmentation "
+                             f"the teacher sees the student's (fixed) images anyway")
+        if not isinstance(self.mixup, bool):
+            raise TypeError(f"mixup must be True or False, got {type(self.mixup).__name__}")
+        if self.mixup and (self.alpha != 1 or self.hard_distillation or self.teacher_view != "same"):
+            raise ValueError("mixup=True is function matching: the teacher is the only target (alpha=1, "
+                             "the soft loss; a mixed image has no label) and sees the student's mixed image "
+                             "(teacher_view='same')")
         if self.on_policy > 0 and (self.prompt is None or self.alpha != 1 or self.hard_distillation):
             raise ValueError("on_policy > 0 needs a prompt (the student writes what follows it) and "
                              "alpha=1 with the soft loss: on the student's own text the labels are its "
@@ -320,6 +340,12 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
     return None
 
 
+def input_shape(data: Union[Data, Batches]) -> Tuple[int, ...]:
+    """One input's shape: of a Data's training images, or of the first batch's inputs."""
+    x = data.x_train if isinstance(data, Data) else unpack(next(iter(data)))[0]
+    return tuple(x.shape[1:])
+
+
 def min_batch_rows(model: nn.Module) -> int:
     """The fewest rows a global batch needs: one per process, two with a batch norm."""
     return distributed.world_size() * (2 if has_batch_norm(model) else 1)
@@ -354,7 +380,8 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         teacher: Union[nn.Module, None, Sequence[Optional[nn.Module]]] = None,
         progress: bool = True, desc: str = "",
         loss_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None,
-        test: Union[Data, Batches, None] = None) -> Union[History, List[History]]:
+        test: Union[Data, Batches, None] = None,
+        features: Optional[FeatureTerm] = None) -> Union[History, List[History]]:
     """Train model on data; with a teacher, distil from it. Returns the History; the model is trained in place.
 
     data: a kdlib Data, whose training tensors x_train (N, ...) and y_train (N,) sit on the device
@@ -370,8 +397,16 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     Sequences with cfg.prompt: only the tokens after each window's first cfg.prompt are scored, and
     with cfg.on_policy = lambda the student writes them itself on that share of the batches, the
     teacher scoring every token of the student's own text (GKD; see prompted_batch).
+    features: a kdlib.features.FeatureTerm adds what the teacher sees to the loss, L = L_logits +
+    L_features, from the outputs of the layers it names (forward hooks on both models, removed when
+    fit returns or fails); a hint's regressor trains with the student (its initial weights from
+    cfg.seed) and is dropped at the end. One model, one process.
     The teacher stays in eval mode under no_grad and is never changed. Its logits come from a table
-    made once (fixed_logits) on fixed inputs, from a pass per batch with cfg.augment.
+    made once (fixed_logits) on fixed inputs, from a pass per batch with cfg.augment or features.
+    Augmented (cfg.augment), the teacher sees cfg.teacher_view: the student's own view ("same": a
+    consistent teacher), an independent view of the same images ("independent"), or the images as
+    they are ("fixed": its table, as without augmentation). cfg.mixup mixes each batch's inputs in
+    pairs (mix_images) for both models: function matching (Beyer et al., 2022).
     If the loss or the weights stop being finite, fit puts back the weights the model had before
     and raises RuntimeError: it never returns NaN weights.
     Under torchrun, every process calls fit alike and trains one model (kdlib.distributed): a Data's
@@ -405,6 +440,12 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         raise ValueError("on_policy > 0 needs a teacher: it scores the text the student writes")
     if loss_fn is not None and teacher is None:
         raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
+    if features is not None:
+        if not isinstance(features, FeatureTerm):
+            raise TypeError(f"features must be a kdlib.features.FeatureTerm, got {type(features).__name__}")
+        if teacher is None or together or distributed.active():
+            raise ValueError("features needs a teacher (it reads the teacher's layers), one model and "
+                             "one process: train models one at a time, without torchrun, for a feature term")
     if not any(True for _ in models[0].parameters()):
         raise ValueError("model has no parameters to train")
     in_memory = isinstance(data, Data)
@@ -426,7 +467,11 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     gen = gens[0]
     # N models: one module whose weights are theirs stacked; the step below is the same
     net = Stack(models) if together else distributed.wrap(model)  # DDP under torchrun
-    opt = make_optimizer(net if together else model, cfg)
+    # a feature term: hooks on both models, and (hints) the regressors, which train with the model
+    feat = None if features is None else FeatureLoss(
+        features, model, teacher, input_shape(data)).to(device)
+    hooks = contextlib.nullcontext() if feat is None else feat.attached()
+    opt = make_optimizer(net if together else model if feat is None else nn.ModuleList([model, feat]), cfg)
     epochs = min(cfg.epochs, DRY_RUN_EPOCHS) if dry_run() else cfg.epochs  # KDLIB_DRY_RUN: code paths, not results
     min_rows = min_batch_rows(models[0])
     per_epoch = steps_per_epoch(data, cfg.batch_size, min_rows)
@@ -471,8 +516,9 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         return scores if together else [scores]
 
     writing = torch.Generator(device).manual_seed(cfg.seed)  # the student's draws (on_policy)
-    # fixed inputs: the teacher's logits once, read by index; augmented: the teacher per batch
-    fixed = not cfg.augment
+    # fixed inputs: the teacher's logits once, read by index; augmented inputs or a feature term
+    # (the teacher's features are not in a table): the teacher per batch
+    fixed = (not cfg.augment or cfg.teacher_view == "fixed") and not cfg.mixup and feat is None
     # one table per teacher (and per T, where a spread tail depends on it), shared by its models
     table_key = lambda t, c: (id(t), c.T if c.top_k and c.top_k_tail == "spread" else None)
     tables = {table_key(t, c): fixed_logits(t, data, precision, c.top_k, c.top_k_tail, c.T)
@@ -480,56 +526,68 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     cached = [None if t is None else tables.get(table_key(t, c))
               for t, c in zip(teachers, cfgs)]
     net.train()
-    for epoch in range(epochs):
-        losses, correct, sizes = [], [], []
-        for x, y, idx, weight in batches(epoch):
-            if cfg.augment:
-                x = augment_crop_flip(x, gen)
-            if cfg.prompt is not None:  # GKD: whose text follows the prompt
-                x, y, idx = prompted_batch(model, x, y, idx, cfg, gen, writing)
-            with autocast(device, precision):
-                z = net(x, each=True) if together else net(x)  # (N, B, C) or (B, C)
-            # the labels were checked before the batch moved: no per-step checks on the device (each syncs a GPU)
-            if together:  # each model its own loss, the same function as alone; their sum steps all
-                loss = torch.stack([batch_loss(z[i], y[i], None if t is None else table[idx[i]].to(device), c)
-                                    for i, (t, table, c) in enumerate(zip(teachers, cached, cfgs))])
-            else:
-                v = None
-                if teacher is not None:
-                    # from the table; augmented inputs, or batches without an index: a pass per batch
-                    v = cached[0][idx].to(device) if cached[0] is not None and idx is not None else \
-                        frozen_forward(teacher, x, len(x), precision)
-                loss = batch_loss(z, y, v, cfg, loss_fn)
-            opt.zero_grad(set_to_none=True)
-            # weight: this process's share of the global batch (1 on one process)
-            backward_step(loss.sum() * weight, opt, scaler)
-            if sched is not None:
-                sched.step()
-            # keep the numbers on the device; one transfer per epoch, not one per step
-            losses.append(loss.detach())
-            right, counted = hits(z, y, stacked=together)
-            correct.append(right)
-            sizes.append(counted)
-            bar.update()
-        try:
-            for i, hist in enumerate(hists):
-                params = net.weights_of(i) if together else list(model.parameters())
-                column = (lambda ts: [t[i] for t in ts]) if together else (lambda ts: ts)
-                end_of_epoch(hist, column(losses), column(correct), column(sizes), epoch, cfg.lr, params,
-                             f"model[{i}] (seed {cfgs[i].seed}) " if together else "")
-        except RuntimeError:
-            for m, state in zip(models, before):
-                m.load_state_dict(state)  # never NaN weights: the models as they came
-            raise
-        if together:
-            net.write_back()
-        wants = [c.eval_each_epoch for c in cfgs]  # a test score after this epoch, per model
-        if any(wants) and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
-            scores = test_scores()
-            for hist, score, want in zip(hists, scores, wants):
-                if want:
-                    hist.epoch_test_acc.append(score.accuracy)
-            bar.set_postfix(loss=f"{hists[0].epoch_loss[-1]:.3f}", test_acc=f"{scores[0].accuracy:.4f}")
+    with hooks:  # a feature term reads the layers it names (features), only while training
+        for epoch in range(epochs):
+            losses, correct, sizes = [], [], []
+            for x, y, idx, weight in batches(epoch):
+                images = x  # as they are: the teacher's own view is drawn from them
+                if cfg.augment:
+                    x = augment_crop_flip(x, gen)
+                if cfg.mixup:  # function matching: student and teacher see the same mixtures
+                    x = mix_images(x, gen)
+                if cfg.prompt is not None:  # GKD: whose text follows the prompt
+                    x, y, idx = prompted_batch(model, x, y, idx, cfg, gen, writing)
+                with autocast(device, precision):
+                    z = net(x, each=True) if together else net(x)  # (N, B, C) or (B, C)
+                # the labels were checked before the batch moved: no check here syncs a GPU
+                if together:  # each model its own loss, as alone; their sum steps all
+                    vs = [None if t is None else table[idx[i]].to(device)
+                          for i, (t, table) in enumerate(zip(teachers, cached))]
+                    loss = torch.stack([batch_loss(z[i], y[i], vs[i], c)
+                                        for i, c in enumerate(cfgs)])
+                else:
+                    v = None
+                    if teacher is not None:  # from the table, or (augmented inputs, batches
+                        # without an index, a feature term) a pass per batch
+                        in_table = cached[0] is not None and idx is not None
+                        view = (x if cfg.teacher_view == "same" else images
+                                if cfg.teacher_view == "fixed"  # (a batch without an index)
+                                else augment_crop_flip(images, gen))  # a view of its own
+                        v = (cached[0][idx].to(device) if in_table
+                             else frozen_forward(teacher, view, len(x), precision))
+                    loss = batch_loss(z, y, v, cfg, loss_fn)
+                    if feat is not None:  # L = L_logits + L_features (kdlib.features)
+                        loss = loss + feat()
+                opt.zero_grad(set_to_none=True)
+                # weight: this process's share of the global batch (1 on one process)
+                backward_step(loss.sum() * weight, opt, scaler)
+                if sched is not None:
+                    sched.step()
+                # keep the numbers on the device; one transfer per epoch, not one per step
+                losses.append(loss.detach())
+                right, counted = hits(z, y, stacked=together)
+                correct.append(right)
+                sizes.append(counted)
+                bar.update()
+            try:
+                for i, hist in enumerate(hists):
+                    params = net.weights_of(i) if together else list(model.parameters())
+                    column = (lambda ts: [t[i] for t in ts]) if together else (lambda ts: ts)
+                    end_of_epoch(hist, column(losses), column(correct), column(sizes), epoch, cfg.lr, params,
+                                 f"model[{i}] (seed {cfgs[i].seed}) " if together else "")
+            except RuntimeError:
+                for m, state in zip(models, before):
+                    m.load_state_dict(state)  # never NaN weights: the models as they came
+                raise
+            if together:
+                net.write_back()
+            wants = [c.eval_each_epoch for c in cfgs]  # a test score after this epoch, per model
+            if any(wants) and epoch < epochs - 1 and test is not None:  # the last epoch's score comes below
+                scores = test_scores()
+                for hist, score, want in zip(hists, scores, wants):
+                    if want:
+                        hist.epoch_test_acc.append(score.accuracy)
+                bar.set_postfix(loss=f"{hists[0].epoch_loss[-1]:.3f}", test_acc=f"{scores[0].accuracy:.4f}")
     bar.close()
     seconds = (time.perf_counter() - start) / len(models)  # training time: the final test below is not in it
     if test is not None:
@@ -637,13 +695,14 @@ def initial_model(make_model: Callable[[], nn.Module], seed: int,
 
 def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfig, teacher: Optional[nn.Module] = None,
                   name: str = "model", cache: bool = True, progress: bool = True,
-                  verbose: bool = True) -> Tuple[nn.Module, History]:
+                  verbose: bool = True, features: Optional[FeatureTerm] = None) -> Tuple[nn.Module, History]:
     """Build make_model() with cfg.seed and train it with fit, or load the checkpoint of the same run.
 
     The checkpoint's key hashes the content of everything that decides the run: the architecture
     (module_content: every setting of every submodule and the code of the model's classes that are
     not torch's own, so a changed forward is another run), cfg, the training data (name, source,
-    labels, every byte of the images) and the teacher (the same, with every parameter and buffer).
+    labels, every byte of the images), the teacher (the same, with every parameter and buffer) and
+    the feature term, if any (fit's features).
     A loaded model is scored again on data's test set. A checkpoint that is damaged or does not
     match is trained again, with a message, from a fresh model with the seed's initial weights, as a
     clean run. Checkpoints are self-describing dicts, loaded with torch.load(..., weights_only=True),
@@ -652,13 +711,14 @@ def train_or_load(make_model: Callable[[], nn.Module], data: Data, cfg: FitConfi
     not cover kdlib's training loop (nor torch's code): after changing it, clear the cache (the
     folder KDLIB_CACHE, by default ~/.cache/kdlib).
     """
-    return train_or_load_many(make_model, data, [cfg], [teacher], [name], cache, progress, verbose)[0]
+    return train_or_load_many(make_model, data, [cfg], [teacher], [name], cache, progress, verbose,
+                              features=features)[0]
 
 
 def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Sequence[FitConfig],
                        teachers: Sequence[Optional[nn.Module]], names: Sequence[str], cache: bool = True,
-                       progress: bool = True, verbose: bool = True,
-                       together: Optional[bool] = None) -> List[Tuple[nn.Module, History]]:
+                       progress: bool = True, verbose: bool = True, together: Optional[bool] = None,
+                       features: Optional[FeatureTerm] = None) -> List[Tuple[nn.Module, History]]:
     """train_or_load for several runs of one architecture: run i is (cfgs[i], teachers[i], names[i]).
 
     Each run loads from the cache as train_or_load would (the same key), and the runs that are not
@@ -667,7 +727,8 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
     in one pass on an accelerator, one after another on a CPU, where stacking was measured slower
     (kdlib.together says by how much). A run trained together equals the run
     trained alone up to float rounding, as it would on another CPU: the key is the run's, not the
-    group's. Returns [(model, History)] in the order of cfgs.
+    group's. features: fit's feature term, for every run (each then trains alone). Returns
+    [(model, History)] in the order of cfgs.
     """
     if not (len(cfgs) == len(teachers) == len(names)):
         raise ValueError(f"cfgs, teachers and names must have one entry per run, got {len(cfgs)}, "
@@ -682,7 +743,8 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
         key = fingerprint([name, str(model), module_content(model), asdict(cfg),
                            resolve_precision(device, cfg.precision), dry_run(),
                            data.name, data.source, data.y_train, data.x_train,
-                           module_content(teacher) if teacher is not None else None])
+                           module_content(teacher) if teacher is not None else None]
+                          + ([] if features is None else [asdict(features)]))  # old keys unchanged
         path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
         if cache and path.exists():
             try:
@@ -699,7 +761,7 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
     runs = [(cfgs[i], teachers[i]) for i, _, _, _ in todo]
     if together is None:
         together = device.type != "cpu"
-    group = together and len(todo) > 1 and not distributed.active()
+    group = together and len(todo) > 1 and not distributed.active() and features is None
     try:
         if group:
             check_together(models, [c for c, _ in runs])
@@ -721,7 +783,8 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
             finish(i, model, path, key, hist)
     else:  # each run saved as soon as it is trained: a stopped experiment keeps what it finished
         for (i, model, path, key), (c, t) in zip(todo, runs):
-            finish(i, model, path, key, fit(model, data, c, teacher=t, progress=progress, desc=names[i]))
+            finish(i, model, path, key, fit(model, data, c, teacher=t, progress=progress, desc=names[i],
+                                            features=features))
     return out
 
 

@@ -262,3 +262,18 @@ def test_student_report_matches_its_definitions():
     assert text.splitlines()[-1].startswith("net, hard")
     with pytest.raises(ValueError, match="one seed per run"):
         analysis.student_report(runs, data, teacher, cfg, make_student=make, seeds=(1,))
+
+
+def test_ensemble_accuracy_takes_the_arg_max_of_the_mean_probability():
+    from torch import nn
+    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (50,), generator=torch.Generator().manual_seed(1))
+    models = [nn.Linear(4, 3) for _ in range(3)]
+    with torch.no_grad():
+        probs = torch.stack([m(x).softmax(-1) for m in models]).mean(0)
+    expected = (probs.argmax(-1) == y).double().mean().item()
+    assert kd.analysis.ensemble_accuracy(models, x, y) == pytest.approx(expected)
+    alone = (models[0](x).argmax(-1) == y).double().mean().item()
+    assert kd.analysis.ensemble_accuracy(models[:1], x, y) == pytest.approx(alone)
+    with pytest.raises(ValueError, match="at least one model"):
+        kd.analysis.ensemble_accuracy([], x, y)

@@ -294,3 +294,88 @@ def test_compare_prints_one_line_for_the_whole_experiment(capsys, tmp_path, monk
     first, second = capsys.readouterr().out.splitlines()
     assert first.startswith("teacher and students: 5 runs, 0 from the cache, 5 trained now")
     assert second.startswith("teacher and students: 5 runs, 5 from the cache, 0 trained now")
+
+
+def test_born_again_distils_each_generation_from_the_one_before(count_fits):
+    data, setup = tiny_data(), tiny_setup()
+    chain = ex.born_again(data, setup, generations=3, seed=1)
+    assert len(count_fits) == 3 + 2  # three generations, the controls of generations 2 and 3
+    # generation 2 is the student distilled from generation 1, from the seed's first weights
+    again = ktrain.initial_model(net, 1)
+    hist = kd.fit(again, data, setup.distilled(seed=1), teacher=chain.models[0], progress=False)
+    assert hist.step_loss == pytest.approx(chain.histories[1].step_loss, rel=1e-6)
+    # the control of generation g trains g times as many epochs, from the labels alone
+    assert [len(h.epoch_loss) for h in chain.controls] == [2, 4, 6]
+    assert chain.controls[0] is chain.histories[0] and chain.control_models[0] is chain.models[0]
+    assert ex.born_again(data, setup, generations=3, seed=1).histories[2].from_cache
+
+
+def test_born_again_refuses_a_chain_without_generations():
+    with pytest.raises(ValueError, match="generations must be an int >= 1"):
+        ex.born_again(tiny_data(), tiny_setup(), generations=0)
+
+
+def test_born_again_setup_keeps_one_architecture_for_every_generation():
+    for profile in ("smoke", "cpu", "full"):
+        s = ex.born_again_setup(profile)
+        assert s.make_teacher is s.make_student and s.teacher == s.student
+        assert len(s.seeds) >= 2  # the chapter compares chains of different seeds
+
+
+def test_teacher_views_differ_from_the_consistent_student_in_one_setting_each():
+    setup = ex.patient_setup("cpu")
+    views = ex.teacher_views(setup, epochs=7)
+    same = views["consistent"]
+    assert same.teacher_view == "same" and same.augment and same.epochs == 7
+    assert (same.T, same.alpha) == (1.0, 1.0)  # Beyer et al.: the teacher's distribution alone
+    assert views["fixed teacher"] == replace(same, teacher_view="fixed")
+    assert views["independent views"] == replace(same, teacher_view="independent")
+    assert views["function matching"] == replace(same, mixup=True)
+
+
+def test_patience_schedules_grow_and_every_profile_has_them():
+    for profile in ("smoke", "cpu", "full"):
+        epochs = ex.patience_epochs(profile)
+        assert list(epochs) == sorted(set(epochs)) and len(epochs) >= 2
+    assert ex.patience_epochs("cpu") == (5, 20, 80)
+
+
+def test_block_outputs_pair_the_cnns_blocks_and_the_feature_terms_use_them():
+    small, large = kd.models.cifar_small_cnn(), kd.models.cifar_large_cnn()
+    s, t = ex.block_outputs(small), ex.block_outputs(large)
+    assert len(s) == len(t) == 5
+    terms = ex.feature_terms(small, large)
+    assert terms["hint"].pairs == ((s[2], t[2]),) and terms["hint"].kind == "hint"
+    assert terms["attention"].pairs == tuple(zip(s[:3], t[:3])) and terms["attention"].weight == 1000.0
+    with pytest.raises(ValueError, match="same number"):
+        ex.feature_terms(net(), small)
+
+
+def test_features_setup_is_chapter_9s_experiment_with_a_cheaper_cpu_run():
+    for profile in ("smoke", "full"):
+        assert ex.features_setup(profile) == ex.cifar_cnn_setup(profile)
+    cpu, ch9 = ex.features_setup("cpu"), ex.cifar_cnn_setup("cpu")
+    assert (cpu.teacher, cpu.student, cpu.T, cpu.alpha) == (ch9.teacher, ch9.student, ch9.T, ch9.alpha)
+    assert cpu.n_train < ch9.n_train and cpu.teacher_n_train < ch9.teacher_n_train
+
+
+def test_run_variants_passes_a_feature_term_to_every_distilled_student(count_fits, monkeypatch):
+    seen = []
+    real = ktrain.fit
+
+    def spy(*a, **k):
+        seen.append(k.get("features"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(ktrain, "fit", spy)
+    cnn = lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                nn.Flatten(), nn.Linear(4 * 16, 3))
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (80,), generator=g)
+    x = torch.randn(80, 1, 8, 8, generator=g) + y.view(-1, 1, 1, 1)
+    data = kd.Data("imgs", x[:64], y[:64], x[64:], y[64:], ["a", "b", "c"], "made up")
+    setup = tiny_setup(make_student=cnn, seeds=(0,))
+    teacher = ktrain.initial_model(cnn, 9)
+    term = kd.FeatureTerm((("2", "2"),), kind="attention", weight=10.0)
+    ex.run_variants(data, setup, teacher, {"at": setup.distilled()}, features=term)
+    assert seen == [term]

@@ -119,6 +119,18 @@ FIGURES: Dict[str, Callable[[], Figure]] = {
                                    "on-policy, lambda = 0.5", "on-policy, lambda = 1"])},
         "validation bits per character (the corpus's text)", "teacher's bits per character\n(the student's text)",
         title="Two ways to score a student"),
+    "generations": lambda: plots.generations(
+        {"born again": [[1469, 1524, 1545], [1481, 1525, 1536]],
+         "labels only, as long": [[1469, 1466, 1460], [1481, 1464, 1483]]}, 10),
+    "patience": lambda: plots.patience(
+        {name: {5: [2600 - 10 * i, 2610 - 10 * i], 20: [2500 - 20 * i, 2520], 80: [2450 - 30 * i, 2440]}
+         for i, name in enumerate(["labels only", "fixed teacher", "independent views", "consistent",
+                                   "function matching"])}, baseline="labels only",
+        ylabel="test errors saved against\nthe labels alone"),
+    "attention_maps": lambda: plots.attention_maps(
+        torch.rand(5, 3, 32, 32, generator=G),
+        {name: torch.rand(5, 16, 16, generator=G) for name in ["teacher", "from scratch",
+                                                               "attention transfer"]}),
     "widgets.next_byte_explorer": lambda: widgets.next_byte_explorer(byte_model(), "import ").result,
 }
 PLAYERS = {
