@@ -2,6 +2,10 @@
 tables sit on lines indented deeper than the paragraph above them. For the API page (book/api.md)
 each such block becomes a literal block, shown as written, instead of reStructuredText's guesses
 (block quotes, definition lists) and their warnings."""
+import re
+
+# lines whose deeper-indented followers are reStructuredText's own: a directive, a field, a list item
+MARKUP = re.compile(r"(\.\.\s|:\w[^:]*:|[-*+]\s|\d+[.)]\s)")
 
 
 def indent(line: str) -> int:
@@ -10,21 +14,21 @@ def indent(line: str) -> int:
 
 def literal_blocks(app, what, name, obj, options, lines) -> None:
     out = []
-    block = None  # the indentation of the literal block being copied, if inside one
+    head = None  # the indentation of the paragraph whose literal block is being copied, if inside one
     for line in lines:
-        if block is not None and line.strip() and indent(line) < block:
-            block = None  # the block ends where a line comes back to the paragraph's indentation
+        if head is not None and line.strip() and indent(line) <= head:
+            head = None  # the block ends where a line comes back to its paragraph's indentation
             if out and out[-1].strip():
                 out.append("")  # reStructuredText wants a blank line after a literal block
-        if block is None and line.strip():
+        if head is None and line.strip():
             text = [i for i, prev in enumerate(out) if prev.strip()]
-            if text and indent(line) > indent(out[text[-1]]):
-                head = out[text[-1]].rstrip()
-                if not head.endswith("::"):
-                    out[text[-1]] = head + (":" if head.endswith(":") else " ::")
+            if text and indent(line) > indent(out[text[-1]]) and not MARKUP.match(out[text[-1]].lstrip()):
+                above = out[text[-1]].rstrip()
+                if not above.endswith("::"):
+                    out[text[-1]] = above + (":" if above.endswith(":") else " ::")
                 del out[text[-1] + 1:]  # one blank line between the paragraph and its block
                 out.append("")
-                block = indent(line)
+                head = indent(above)
         out.append(line)
     lines[:] = out
 

@@ -493,6 +493,9 @@ def run_variants(data: Data, setup: Setup, teacher: Optional[nn.Module], variant
     curves a chapter draws; the other seeds are scored at the end (scoring does not change training,
     and a pass over the test set after every epoch costs chapter 10 a fifth of its ViTs' training).
     """
+    if features is not None and any(cfg is None for cfg in variants.values()):
+        raise ValueError("features goes with distilled variants only (a feature term needs the teacher): "
+                         "train the labels-only variants in a call without features")
     data = setup.data(data)
     keys = [(name, seed) for name in variants for seed in setup.seeds]
     slug = {name: "".join(ch if ch.isalnum() or ch in ".=" else "-" for ch in name) for name in variants}

@@ -37,7 +37,8 @@ class FeatureTerm:
 
         hint       beta * sum_pairs mean((r(f_s) - f_t)^2)          FitNets; r a learned 1x1
                    convolution (a Linear for (B, C) features) from the student's channels to the
-                   teacher's, which trains with the student
+                   teacher's, which trains with the student (jointly, in one stage: FitNets
+                   trains the hint first, in a stage of its own, then distils)
         attention  beta / 2 * sum_pairs mean((Q_s - Q_t)^2)          attention transfer, with
                    Q = a(f) / ||a(f)||_2 and a(f) = mean_c f_c^2, the (B, H*W) attention map
                    (attention_map); the paper's beta is 1,000
@@ -189,6 +190,9 @@ class FeatureLoss(nn.Module):
             shape_s, shape_t = shapes[("s", s)], shapes[("t", t)]
             if term.kind == "hint":
                 self.regressors.append(_regressor(shape_s, shape_t))
+            elif len(shape_s) < 2 or len(shape_t) < 2:
+                raise ValueError(f"attention transfer needs feature maps (C, H, W): the student's {s!r} "
+                                 f"gives {shape_s}, the teacher's {t!r} gives {shape_t}")
             elif shape_s[1:] != shape_t[1:]:
                 raise ValueError(f"attention transfer needs layers of the same height and width: the "
                                  f"student's {s!r} gives {shape_s}, the teacher's {t!r} gives {shape_t}")
@@ -208,8 +212,9 @@ class FeatureLoss(nn.Module):
         parts = []
         for i, (s, t) in enumerate(self.term.pairs):
             f_s, f_t = self.student[s], self.teacher[t].detach()
-            if self.term.kind == "hint":
-                parts.append(hint_loss(self.regressors[i](f_s), f_t))
+            if self.term.kind == "hint":  # the regressor in its own precision (autocast ends before)
+                r = self.regressors[i]
+                parts.append(hint_loss(r(f_s.to(next(r.parameters()).dtype)), f_t))
             else:
                 parts.append(attention_loss(f_s, f_t) / 2)
         return self.term.weight * torch.stack(parts).sum()

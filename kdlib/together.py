@@ -93,9 +93,9 @@ def check_together(models: Sequence[nn.Module], cfgs: Sequence) -> None:
         if any(v != values[0] for v in values):
             raise ValueError(f"models trained together share {SHARED_SETTINGS} (one optimizer steps them "
                              f"all); cfg.{name} differs: {values}")
-    if cfgs[0].augment:
-        raise ValueError("models trained together read fixed inputs: augment=True draws new images per "
-                         "batch and runs the teacher on each; train augmented models one at a time")
+    if cfgs[0].augment or cfgs[0].mixup:
+        raise ValueError("models trained together read fixed inputs: augment=True and mixup=True draw new "
+                         "images per batch and run the teacher on each; train such models one at a time")
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ Batches = Iterable[Tuple[Tensor, ...]]
 
 
 TEACHER_VIEWS = ("same", "independent", "fixed")
+VIEW_SEED_OFFSET = 1_000_003  # the teacher's own views and mixup draw from seed + this (see fit)
 
 
 @dataclass
@@ -341,9 +342,14 @@ def fixed_logits(teacher: nn.Module, data: Union[Data, Batches], precision: str,
 
 
 def input_shape(data: Union[Data, Batches]) -> Tuple[int, ...]:
-    """One input's shape: of a Data's training images, or of the first batch's inputs."""
-    x = data.x_train if isinstance(data, Data) else unpack(next(iter(data)))[0]
-    return tuple(x.shape[1:])
+    """One input's shape: of a Data's training images, of a DataLoader's first sample (read from its
+    data set: no batch is drawn, so no random number either), or of an iterable's first batch."""
+    if isinstance(data, Data):
+        return tuple(data.x_train.shape[1:])
+    dataset = getattr(data, "dataset", None)
+    if dataset is not None:
+        return tuple(torch.as_tensor(unpack(dataset[0], "data's data set")[0]).shape)
+    return tuple(unpack(next(iter(data)))[0].shape[1:])
 
 
 def min_batch_rows(model: nn.Module) -> int:
@@ -438,6 +444,9 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
     cfg = cfgs[0]  # the settings the models share
     if cfg.on_policy and teacher is None:
         raise ValueError("on_policy > 0 needs a teacher: it scores the text the student writes")
+    if cfg.mixup and teacher is None:
+        raise ValueError("mixup=True needs a teacher: a mixture of two images has no label, only the "
+                         "teacher's answer")
     if loss_fn is not None and teacher is None:
         raise ValueError("loss_fn(z, v, y) needs a teacher to give v")
     if features is not None:
@@ -446,6 +455,9 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         if teacher is None or together or distributed.active():
             raise ValueError("features needs a teacher (it reads the teacher's layers), one model and "
                              "one process: train models one at a time, without torchrun, for a feature term")
+        if cfg.teacher_view != "same":
+            raise ValueError(f"features needs teacher_view='same' (got {cfg.teacher_view!r}): the two "
+                             f"networks' feature maps are compared position by position, on one view")
     if not any(True for _ in models[0].parameters()):
         raise ValueError("model has no parameters to train")
     in_memory = isinstance(data, Data)
@@ -516,6 +528,9 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
         return scores if together else [scores]
 
     writing = torch.Generator(device).manual_seed(cfg.seed)  # the student's draws (on_policy)
+    # the teacher's own crops (teacher_view="independent") and mixup's draws: a stream of their own, so
+    # that the batches and the student's crops stay those of every other run of the seed
+    viewing = torch.Generator().manual_seed(cfg.seed + VIEW_SEED_OFFSET)
     # fixed inputs: the teacher's logits once, read by index; augmented inputs or a feature term
     # (the teacher's features are not in a table): the teacher per batch
     fixed = (not cfg.augment or cfg.teacher_view == "fixed") and not cfg.mixup and feat is None
@@ -534,7 +549,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
                 if cfg.augment:
                     x = augment_crop_flip(x, gen)
                 if cfg.mixup:  # function matching: student and teacher see the same mixtures
-                    x = mix_images(x, gen)
+                    x = mix_images(x, viewing)
                 if cfg.prompt is not None:  # GKD: whose text follows the prompt
                     x, y, idx = prompted_batch(model, x, y, idx, cfg, gen, writing)
                 with autocast(device, precision):
@@ -552,7 +567,7 @@ def fit(model: Union[nn.Module, Sequence[nn.Module]], data: Union[Data, Batches]
                         in_table = cached[0] is not None and idx is not None
                         view = (x if cfg.teacher_view == "same" else images
                                 if cfg.teacher_view == "fixed"  # (a batch without an index)
-                                else augment_crop_flip(images, gen))  # a view of its own
+                                else augment_crop_flip(images, viewing))  # a view of its own
                         v = (cached[0][idx].to(device) if in_table
                              else frozen_forward(teacher, view, len(x), precision))
                     loss = batch_loss(z, y, v, cfg, loss_fn)
@@ -744,7 +759,7 @@ def train_or_load_many(make_model: Callable[[], nn.Module], data: Data, cfgs: Se
                            resolve_precision(device, cfg.precision), dry_run(),
                            data.name, data.source, data.y_train, data.x_train,
                            module_content(teacher) if teacher is not None else None]
-                          + ([] if features is None else [asdict(features)]))  # old keys unchanged
+                          + ([] if features is None else [asdict(features)]))  # no term: as before
         path = cache_dir() / "checkpoints" / f"{name}-{key}.pt"
         if cache and path.exists():
             try:

@@ -47,3 +47,17 @@ def test_a_block_after_a_sentence_is_literal_and_ends_with_a_blank_line():
     plain.literal_blocks(None, "function", "f", None, {}, lines)
     assert lines == ["A sum over the classes. ::", "", "    forward  KL(p || q)", "    reverse  KL(q || p)",
                      "", "back at the margin"]
+
+
+def test_a_block_ends_only_back_at_its_paragraphs_indentation():
+    lines = ["Two tables:", "        a   1", "    b   2", "            c   3", "next paragraph"]
+    plain.literal_blocks(None, "function", "f", None, {}, lines)
+    assert lines == ["Two tables::", "", "        a   1", "    b   2", "            c   3", "",
+                     "next paragraph"]
+
+
+def test_directives_fields_and_list_items_keep_their_own_markup():
+    for head in [".. note:: read this", ":param x: the input", "- an item", "1. a step"]:
+        lines = [head, "   more of it"]
+        plain.literal_blocks(None, "function", "f", None, {}, lines)
+        assert lines == [head, "   more of it"], head

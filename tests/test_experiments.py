@@ -379,3 +379,9 @@ def test_run_variants_passes_a_feature_term_to_every_distilled_student(count_fit
     term = kd.FeatureTerm((("2", "2"),), kind="attention", weight=10.0)
     ex.run_variants(data, setup, teacher, {"at": setup.distilled()}, features=term)
     assert seen == [term]
+
+
+def test_run_variants_refuses_a_feature_term_for_labels_only_variants():
+    term = kd.FeatureTerm((("0", "0"),), kind="hint")
+    with pytest.raises(ValueError, match="distilled variants only"):
+        ex.run_variants(tiny_data(), tiny_setup(), net(), {"labels only": None}, features=term)

@@ -183,3 +183,34 @@ def test_train_or_load_keys_the_feature_term():
     assert run(kd.FeatureTerm((("4", "4"),))).from_cache
     assert not run(kd.FeatureTerm((("4", "4"),), weight=2.0)).from_cache
     assert not run(None).from_cache
+
+
+def test_a_hint_trains_in_bfloat16_autocast():
+    data = images()
+    teacher = initial_model(lambda: cnn(width=6), 5)
+    h = kd.fit(initial_model(cnn, 0), data, kd.FitConfig(epochs=1, lr=0.05, precision="bf16"),
+               teacher=teacher, progress=False, features=kd.FeatureTerm((("4", "4"),)))
+    assert all(torch.isfinite(torch.tensor(h.step_loss)))
+
+
+def test_features_need_the_teacher_to_see_the_students_view():
+    data = images()
+    cfg = kd.FitConfig(epochs=1, augment=True, teacher_view="independent")
+    with pytest.raises(ValueError, match="features needs teacher_view='same'"):
+        kd.fit(initial_model(cnn, 0), data, cfg, teacher=initial_model(cnn, 5), progress=False,
+               features=kd.FeatureTerm((("4", "4"),)))
+
+
+def test_attention_transfer_refuses_features_without_space():
+    with pytest.raises(ValueError, match=r"feature maps \(C, H, W\)"):
+        FeatureLoss(kd.FeatureTerm((("7", "7"),), kind="attention"), cnn(), cnn(), (1, 16, 16))
+
+
+def test_reading_a_loaders_input_shape_draws_no_random_number():
+    from kdlib.train import input_shape
+    data = images()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.x_train, data.y_train),
+                                         batch_size=16, shuffle=True)
+    state = torch.get_rng_state()
+    assert input_shape(loader) == (1, 16, 16)
+    assert torch.equal(state, torch.get_rng_state())

@@ -104,3 +104,22 @@ def test_teacher_views_and_mixup_refuse_settings_that_mean_nothing():
         kd.FitConfig(mixup=True, alpha=1.0, augment=True, teacher_view="fixed")
     with pytest.raises(TypeError, match="mixup must be True or False"):
         kd.FitConfig(mixup=1, alpha=1.0)
+
+
+def test_the_teachers_own_draws_leave_the_batches_and_the_students_crops_alone():
+    data = images()
+    same = kd.FitConfig(epochs=2, batch_size=16, augment=True)
+    s_same, _ = inputs_seen(same, data)
+    s_own, t_own = inputs_seen(kd.FitConfig(epochs=2, batch_size=16, augment=True,
+                                            teacher_view="independent"), data)
+    assert all(torch.equal(a, b) for a, b in zip(s_same, s_own))  # every batch, both epochs
+    assert not any(torch.equal(a, b) for a, b in zip(s_own, t_own))
+
+
+def test_mixup_needs_a_teacher_and_cannot_train_models_together():
+    data = images()
+    cfg = kd.FitConfig(epochs=1, alpha=1.0, mixup=True)
+    with pytest.raises(ValueError, match="mixup=True needs a teacher"):
+        kd.fit(net(), data, cfg, progress=False)
+    with pytest.raises(ValueError, match="mixup=True draw new images"):
+        kd.fit([net(), net()], data, [cfg, cfg], teacher=net(), progress=False)
