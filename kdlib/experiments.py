@@ -282,8 +282,10 @@ def born_again(data: Data, setup: Setup, generations: int = 3, seed: int = 0,
     scratch = replace(setup.student, seed=seed)
     models, hists, teacher = [], [], None
     for g in range(1, generations + 1):
-        cfg, name = (scratch, f"scratch-s{seed}") if teacher is None else (setup.distilled(seed=seed),
-                                                                          f"gen{g}-s{seed}")
+        if teacher is None:  # generation 1: the labels alone
+            cfg, name = scratch, f"scratch-s{seed}"
+        else:
+            cfg, name = setup.distilled(seed=seed), f"gen{g}-s{seed}"
         model, hist = train_or_load(setup.make_student, data, cfg, teacher=teacher, name=name,
                                     progress=progress, verbose=False)
         models.append(model)
